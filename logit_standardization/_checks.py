@@ -5,7 +5,7 @@ so the NumPy core, the PyTorch backend and the Keras backend call the very same
 functions and raise the very same messages. A message always names the function,
 the argument, what was expected and what arrived::
 
-    kd_loss: argument 'teacher_logits' must have the same shape as 'student_logits' (4, 10); got (4, 9)
+    kd_loss: argument 'teacher_logits' must be of the same shape as 'student_logits' (4, 10); got (4, 9)
 
 Dtype kinds follow NumPy's ``dtype.kind`` letters: ``"f"`` floating, ``"i"``/``"u"``
 integer, ``"b"`` boolean, ``"c"`` complex, anything else is reported as is.
@@ -79,7 +79,7 @@ def check_axis_classes(fn: str, name: str, shape: Sequence[int], axis: int) -> i
 def check_same_shape(fn: str, name: str, shape: Sequence[int], ref_name: str, ref_shape: Sequence[int]) -> None:
     shape, ref_shape = tuple(int(s) for s in shape), tuple(int(s) for s in ref_shape)
     if shape != ref_shape:
-        _fail(fn, name, f"the same shape as '{ref_name}' {ref_shape}", shape)
+        _fail(fn, name, f"of the same shape as '{ref_name}' {ref_shape}", shape)
 
 
 def check_finite(fn: str, name: str, all_finite: bool) -> None:
