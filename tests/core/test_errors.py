@@ -59,7 +59,7 @@ def test_bad_input(call, exc, pattern):
 
 def test_importing_the_core_imports_no_framework():
     code = (
-        "import sys, logit_standardization, logit_standardization.demo\n"
+        "import sys, logit_standardization\n"
         "heavy = {'torch', 'tensorflow', 'keras', 'jax', 'onnx', 'onnxruntime'}\n"
         "loaded = sorted(heavy & {m.split('.')[0] for m in sys.modules})\n"
         "print(loaded)\n"
