@@ -30,7 +30,8 @@ _KIND_NAMES = {
 }
 
 
-def _fail(fn: str, name: str, expected: str, got: object, exc: type = ValueError) -> None:
+def fail(fn: str, name: str, expected: str, got: object, exc: type = ValueError) -> None:
+    """Raise ``exc`` with the library's message: ``fn: argument 'name' must be expected; got got``."""
     raise exc(f"{fn}: argument '{name}' must be {expected}; got {got}")
 
 
@@ -50,42 +51,42 @@ def check_logits(fn: str, name: str, shape: Sequence[int], kind: str, *, ndim: i
         ndim: required number of dimensions, or ``None`` for "at least 1".
     """
     if kind != "f":
-        _fail(fn, name, "a floating-point array", f"dtype kind {kind_name(kind)}", TypeError)
+        fail(fn, name, "a floating-point array", f"dtype kind {kind_name(kind)}", TypeError)
     shape = tuple(int(s) for s in shape)
     if ndim is not None and len(shape) != ndim:
         want = "a 2-D array of shape (batch, classes)" if ndim == 2 else f"a {ndim}-D array"
-        _fail(fn, name, want, f"shape {shape}")
+        fail(fn, name, want, f"shape {shape}")
     if len(shape) == 0:
-        _fail(fn, name, "an array with a class axis", "a 0-D scalar")
+        fail(fn, name, "an array with a class axis", "a 0-D scalar")
     if shape[-1] < 2:
-        _fail(fn, name, "an array with at least 2 classes on the last axis", f"shape {shape}")
+        fail(fn, name, "an array with at least 2 classes on the last axis", f"shape {shape}")
     if len(shape) >= 2 and shape[0] < 1:
-        _fail(fn, name, "a non-empty batch", f"shape {shape}")
+        fail(fn, name, "a non-empty batch", f"shape {shape}")
 
 
 def check_axis_classes(fn: str, name: str, shape: Sequence[int], axis: int) -> int:
     """Normalise ``axis`` for ``shape`` and require at least 2 entries along it."""
     shape = tuple(int(s) for s in shape)
     if isinstance(axis, bool) or not isinstance(axis, int):
-        _fail(fn, "axis", "an int", repr(axis), TypeError)
+        fail(fn, "axis", "an int", repr(axis), TypeError)
     if not -len(shape) <= axis < len(shape) or len(shape) == 0:
-        _fail(fn, "axis", f"a valid axis for an array of shape {shape}", repr(axis))
+        fail(fn, "axis", f"a valid axis for an array of shape {shape}", repr(axis))
     axis = axis % len(shape)
     if shape[axis] < 2:
-        _fail(fn, name, f"an array with at least 2 entries along axis {axis}", f"shape {shape}")
+        fail(fn, name, f"an array with at least 2 entries along axis {axis}", f"shape {shape}")
     return axis
 
 
 def check_same_shape(fn: str, name: str, shape: Sequence[int], ref_name: str, ref_shape: Sequence[int]) -> None:
     shape, ref_shape = tuple(int(s) for s in shape), tuple(int(s) for s in ref_shape)
     if shape != ref_shape:
-        _fail(fn, name, f"of the same shape as '{ref_name}' {ref_shape}", shape)
+        fail(fn, name, f"of the same shape as '{ref_name}' {ref_shape}", shape)
 
 
 def check_finite(fn: str, name: str, all_finite: bool) -> None:
     """``all_finite`` is the backend's own reduction (``np.isfinite(x).all()`` ...)."""
     if not bool(all_finite):
-        _fail(fn, name, "finite (no NaN or Inf)", "non-finite values")
+        fail(fn, name, "finite (no NaN or Inf)", "non-finite values")
 
 
 def check_labels(
@@ -103,46 +104,46 @@ def check_labels(
     ``lo``/``hi`` are the smallest and largest label (``None`` to skip the range check).
     """
     if kind not in ("i", "u"):
-        _fail(fn, name, "an integer array of class indices", f"dtype kind {kind_name(kind)}", TypeError)
+        fail(fn, name, "an integer array of class indices", f"dtype kind {kind_name(kind)}", TypeError)
     shape = tuple(int(s) for s in shape)
     if shape != (int(batch),):
-        _fail(fn, name, f"a 1-D array of shape ({int(batch)},)", f"shape {shape}")
+        fail(fn, name, f"a 1-D array of shape ({int(batch)},)", f"shape {shape}")
     if lo is not None and hi is not None and (lo < 0 or hi >= num_classes):
         bad = lo if lo < 0 else hi
-        _fail(fn, name, f"class indices in [0, {int(num_classes)})", f"label {int(bad)}")
+        fail(fn, name, f"class indices in [0, {int(num_classes)})", f"label {int(bad)}")
 
 
 def check_positive(fn: str, name: str, value: object, *, allow_zero: bool = False) -> float:
     """A real, finite scalar > 0 (or >= 0 with ``allow_zero``). Returns it as ``float``."""
     if isinstance(value, bool) or not isinstance(value, Real):
-        _fail(fn, name, "a real number", repr(value), TypeError)
+        fail(fn, name, "a real number", repr(value), TypeError)
     v = float(value)
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        _fail(fn, name, "finite and >= 0" if allow_zero else "finite and > 0", repr(value))
+        fail(fn, name, "finite and >= 0" if allow_zero else "finite and > 0", repr(value))
     return v
 
 
 def check_real(fn: str, name: str, value: object) -> float:
     """A real, finite scalar. Returns it as ``float``."""
     if isinstance(value, bool) or not isinstance(value, Real):
-        _fail(fn, name, "a real number", repr(value), TypeError)
+        fail(fn, name, "a real number", repr(value), TypeError)
     v = float(value)
     if not math.isfinite(v):
-        _fail(fn, name, "finite", repr(value))
+        fail(fn, name, "finite", repr(value))
     return v
 
 
 def check_ddof(fn: str, ddof: object, num_classes: int) -> int:
     if isinstance(ddof, bool) or not isinstance(ddof, int):
-        _fail(fn, "ddof", "an int (0 or 1)", repr(ddof), TypeError)
+        fail(fn, "ddof", "an int (0 or 1)", repr(ddof), TypeError)
     if ddof < 0 or ddof >= num_classes:
-        _fail(fn, "ddof", f"an int in [0, {int(num_classes)}) (fewer than the number of classes)", repr(ddof))
+        fail(fn, "ddof", f"an int in [0, {int(num_classes)}) (fewer than the number of classes)", repr(ddof))
     return int(ddof)
 
 
 def check_choice(fn: str, name: str, value: object, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
-        _fail(fn, name, "one of " + ", ".join(repr(c) for c in choices), repr(value))
+        fail(fn, name, "one of " + ", ".join(repr(c) for c in choices), repr(value))
     return value
 
 
@@ -152,17 +153,23 @@ def check_reduction(fn: str, reduction: object) -> str:
 
 def check_bool(fn: str, name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        _fail(fn, name, "a bool", repr(value), TypeError)
+        fail(fn, name, "a bool", repr(value), TypeError)
     return value
 
 
 def check_temperatures(fn: str, temperatures: object) -> tuple[float, ...]:
     """A non-empty sequence of positive finite temperatures."""
     if isinstance(temperatures, (str, bytes)) or not hasattr(temperatures, "__len__"):
-        _fail(fn, "temperatures", "a non-empty sequence of positive numbers", repr(temperatures), TypeError)
+        fail(fn, "temperatures", "a non-empty sequence of positive numbers", repr(temperatures), TypeError)
     if len(temperatures) == 0:  # type: ignore[arg-type]
-        _fail(fn, "temperatures", "a non-empty sequence of positive numbers", "an empty sequence")
+        fail(fn, "temperatures", "a non-empty sequence of positive numbers", "an empty sequence")
     return tuple(check_positive(fn, "temperatures", t) for t in temperatures)  # type: ignore[union-attr]
+
+
+def check_real_kind(fn: str, name: str, kind: str) -> None:
+    """A real (floating or integer) numeric dtype kind."""
+    if kind not in ("f", "i", "u"):
+        fail(fn, name, "a real number or array", f"dtype kind {kind_name(kind)}", TypeError)
 
 
 def check_epoch(fn: str, name: str, value: object) -> float:

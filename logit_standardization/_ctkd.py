@@ -40,8 +40,7 @@ def ctkd_temperature(raw: Any, *, t_start: float = 1.0, t_end: float = 20.0) -> 
     t0 = _checks.check_real(fn, "t_start", t_start)
     width = _checks.check_positive(fn, "t_end", t_end)
     g = np.asarray(raw)
-    if g.dtype.kind not in "fiu":
-        raise TypeError(f"ctkd_temperature: argument 'raw' must be a real number or array; got dtype kind {_checks.kind_name(g.dtype.kind)}")
+    _checks.check_real_kind(fn, "raw", g.dtype.kind)
     g = g.astype(np.float64)
     _checks.check_finite(fn, "raw", np.isfinite(g).all())
     # sigmoid written so that neither branch overflows

@@ -68,8 +68,3 @@ def test_importing_the_core_imports_no_framework():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-
-def test_demo_runs():
-    proc = subprocess.run([sys.executable, "-m", "logit_standardization.demo"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "standardized" in proc.stdout and "KD" in proc.stdout

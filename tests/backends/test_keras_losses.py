@@ -1,0 +1,227 @@
+"""Keras loss classes, pack_targets and the Distiller's configuration, against the NumPy core.
+
+Runs on the Keras backend of the process; test_keras_backends.py runs it again under the other one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+# TensorFlow and Triton (imported by torch.compile and torchvision) load conflicting native
+# symbols: importing Triton after TensorFlow segfaults, so import it first when it is installed.
+if importlib.util.find_spec("triton") is not None:
+    import triton  # noqa: F401
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import logit_standardization as core
+import logit_standardization.keras as K
+
+BACKEND = keras.backend.backend()
+# Keras's own reductions (sum_over_batch_size, sum, ...) compute float64 in float32 on the
+# torch backend (Keras promotes 64-bit dtypes to 32-bit there); per-sample values stay exact.
+RTOL_REDUCED = 1e-6 if BACKEND == "torch" else 1e-12
+B, C = 6, 5
+RNG = np.random.default_rng(42)
+S = RNG.normal(size=(B, C)) * 2.0
+T = RNG.normal(size=(B, C)) * 6.0 + 1.0
+Y = np.array([0, 4, 2, 2, 1, 3])
+W = np.array([1.0, 0.5, 0.0, 2.0, 1.0, 3.0])
+
+
+def to_np(x):
+    return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
+
+
+def ce_rows(s, y):
+    m = s.max(axis=1, keepdims=True)
+    log_p = s - m - np.log(np.exp(s - m).sum(axis=1, keepdims=True))
+    return -log_p[np.arange(len(y)), y]
+
+
+# ----------------------------------------------------------------------------- pack_targets
+def test_pack_targets_numpy_and_tensor_inputs():
+    packed = K.pack_targets(T.astype(np.float32), Y)
+    assert isinstance(packed, np.ndarray) and packed.dtype == np.float32 and packed.shape == (B, C + 1)
+    np.testing.assert_array_equal(packed[:, :C], T.astype(np.float32))
+    np.testing.assert_array_equal(packed[:, C], Y)
+    assert K.pack_targets(T, Y[:, None]).dtype == np.float64  # (B, 1) labels; float64 stays float64
+    as_tensor = K.pack_targets(ops.convert_to_tensor(T.astype(np.float16)), ops.convert_to_tensor(Y))
+    assert ops.is_tensor(as_tensor) and keras.backend.standardize_dtype(as_tensor.dtype) == "float32"
+    np.testing.assert_array_equal(to_np(as_tensor)[:, C], Y)
+    big = np.zeros((2, 1000), np.float16)  # bfloat16/float16 could not hold label 999 exactly; float32 does
+    assert K.pack_targets(big, np.array([999, 513]))[:, -1].tolist() == [999.0, 513.0]
+
+
+@pytest.mark.parametrize(
+    "teacher,labels,match",
+    [
+        (T, Y[:4], r"pack_targets: argument 'labels' must be a 1-D array of shape \(6,\)"),
+        (T, Y.astype(float), r"pack_targets: argument 'labels' must be an integer array"),
+        (T, np.array([0, 1, 2, 3, 4, 5]), r"pack_targets: argument 'labels' must be class indices in \[0, 5\)"),
+        (T.astype(int), Y, r"pack_targets: argument 'teacher_logits' must be a floating-point array"),
+        (np.full((B, C), np.nan), Y, r"pack_targets: argument 'teacher_logits' must be finite"),
+    ],
+)
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_pack_targets_rejects_bad_input(teacher, labels, match, as_tensor):
+    if as_tensor:
+        teacher, labels = ops.convert_to_tensor(teacher), ops.convert_to_tensor(labels)
+    with pytest.raises((TypeError, ValueError), match=match):
+        K.pack_targets(teacher, labels)
+
+
+# ----------------------------------------------------------------------------- KDLoss
+def test_kdloss_plain_targets_is_core_kd_with_keras_reductions():
+    loss = K.KDLoss(temperature=3.0, dtype="float64")
+    np.testing.assert_allclose(to_np(loss(T, S)), core.kd_loss(S, T, temperature=3.0), rtol=RTOL_REDUCED)
+    rows = core.kd_loss(S, T, temperature=3.0, reduction="none")
+    np.testing.assert_allclose(to_np(loss(T, S, sample_weight=W)), np.sum(rows * W) / B, rtol=RTOL_REDUCED)
+    none = K.KDLoss(temperature=3.0, reduction="none", dtype="float64")
+    np.testing.assert_allclose(to_np(none(T, S)), rows, rtol=1e-12)  # exact
+    total = K.KDLoss(temperature=3.0, reduction="sum", dtype="float64")
+    np.testing.assert_allclose(to_np(total(T, S)), rows.sum(), rtol=RTOL_REDUCED)
+    weighted = K.KDLoss(temperature=3.0, reduction="mean_with_sample_weight", dtype="float64")
+    np.testing.assert_allclose(to_np(weighted(T, S, sample_weight=W)), np.sum(rows * W) / W.sum(), rtol=RTOL_REDUCED)
+
+
+@pytest.mark.parametrize("standardize,ddof,eps", [(True, 1, 1e-7), (True, 0, 0.0), (False, 1, 1e-7)])
+def test_kdloss_packed_targets_add_weighted_cross_entropy(standardize, ddof, eps):
+    loss = K.KDLoss(temperature=2.0, standardize=standardize, ddof=ddof, eps=eps, kd_weight=9.0, ce_weight=0.1,
+                    dtype="float64")
+    expected = 9.0 * core.kd_loss(S, T, standardize=standardize, ddof=ddof, eps=eps, reduction="none") + 0.1 * ce_rows(S, Y)
+    np.testing.assert_allclose(to_np(loss(K.pack_targets(T, Y), S)), expected.mean(), rtol=RTOL_REDUCED)
+    config = dict(loss.get_config(), reduction="none")
+    np.testing.assert_allclose(to_np(K.KDLoss.from_config(config)(K.pack_targets(T, Y), S)), expected, rtol=1e-12)  # exact
+    # packed targets without a CE weight: only the KD term, the label is ignored
+    plain = K.KDLoss(dtype="float64")
+    np.testing.assert_allclose(to_np(plain(K.pack_targets(T, Y), S)), to_np(plain(T, S)), rtol=1e-12)
+
+
+def test_kdloss_float32_default_matches_core_within_tolerance():
+    value = K.KDLoss(ce_weight=0.5)(K.pack_targets(T.astype(np.float32), Y), S.astype(np.float32))
+    assert keras.backend.standardize_dtype(value.dtype) == "float32"
+    expected = core.kd_loss(S.astype(np.float32), T.astype(np.float32)) + 0.5 * ce_rows(S.astype(np.float32).astype(float), Y).mean()
+    np.testing.assert_allclose(to_np(value), expected, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- DKDLoss, CTKDLoss
+def test_dkdloss_is_core_dkd_plus_ce_with_warmup():
+    loss = K.DKDLoss(alpha=9.0, beta=72.0, temperature=2.0, ce_weight=1.0, dtype="float64")
+    expected = core.dkd_loss(S, T, Y, alpha=9.0, beta=72.0, reduction="none") + ce_rows(S, Y)
+    np.testing.assert_allclose(to_np(loss(K.pack_targets(T, Y), S)), expected.mean(), rtol=RTOL_REDUCED)
+    rows = K.DKDLoss(alpha=9.0, beta=72.0, ce_weight=1.0, reduction="none", dtype="float64")
+    np.testing.assert_allclose(to_np(rows(K.pack_targets(T, Y), S)), expected, rtol=1e-12)  # exact
+    assert loss.warmup_factor == 1.0
+
+    warm = K.DKDLoss(alpha=9.0, beta=72.0, warmup_epochs=20, ce_weight=1.0, dtype="float64")
+    dkd = core.dkd_loss(S, T, Y, alpha=9.0, beta=72.0, reduction="none")
+    for epoch, factor in [(None, 0.05), (1, 0.05), (5, 0.25), (20, 1.0), (37, 1.0)]:
+        if epoch is not None:
+            warm.set_epoch(epoch)
+        assert warm.warmup_factor == pytest.approx(factor)
+        np.testing.assert_allclose(to_np(warm(K.pack_targets(T, Y), S, sample_weight=W)),
+                                   np.sum((factor * dkd + ce_rows(S, Y)) * W) / B, rtol=1e-6)
+
+
+def test_ctkdloss_is_kd_at_the_ctkd_temperature():
+    loss = K.CTKDLoss(t_start=2.0, t_end=10.0, init=-0.5, kd_weight=2.0, dtype="float64")
+    tau = core.ctkd_temperature(-0.5, t_start=2.0, t_end=10.0)
+    assert loss.current_temperature == pytest.approx(tau, rel=1e-6)
+    np.testing.assert_allclose(to_np(loss(T, S)), 2.0 * core.kd_loss(S, T, temperature=tau), rtol=1e-6)
+    assert loss.grl_lambda == pytest.approx(core.ctkd_lambda(1))
+    loss.set_epoch(4)
+    assert loss.grl_lambda == pytest.approx(core.ctkd_lambda(4))
+    assert [v.trainable for v in loss.variables] == [True, False]
+
+
+# ----------------------------------------------------------------------------- configs
+LOSSES = [
+    K.KDLoss(),
+    K.KDLoss(temperature=4.0, standardize=False, ddof=0, eps=0.0, kd_weight=9.0, ce_weight=0.1, reduction="sum", name="kd9"),
+    K.DKDLoss(),
+    K.DKDLoss(alpha=9.0, beta=72.0, warmup_epochs=20, ce_weight=1.0, reduction="none"),
+    K.CTKDLoss(),
+    K.CTKDLoss(t_start=2.0, t_end=30.0, init=0.5, loops=5, schedule="linear", kd_weight=9.0, ce_weight=0.1),
+]
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda l: f"{type(l).__name__}-{l.name}-{l.reduction}")
+def test_loss_config_round_trips_through_keras_serialization(loss):
+    config = loss.get_config()
+    again = type(loss).from_config(config)
+    assert again.get_config() == config
+    serialized = keras.saving.serialize_keras_object(loss)
+    assert serialized["registered_name"] == f"logit_standardization>{type(loss).__name__}"
+    restored = keras.saving.deserialize_keras_object(serialized)
+    assert type(restored) is type(loss) and restored.get_config() == config
+    targets = K.pack_targets(T.astype(np.float32), Y)
+    np.testing.assert_allclose(to_np(restored(targets, S.astype(np.float32))), to_np(loss(targets, S.astype(np.float32))),
+                               rtol=1e-6)
+
+
+def test_distiller_config_round_trips():
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(C)], name="t")
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(C)], name="s")
+    distiller = K.Distiller(teacher, student, loss=K.DKDLoss(alpha=2.0, warmup_epochs=3), ce_weight=0.5, name="d")
+    config = distiller.get_config()
+    again = K.Distiller.from_config(config)
+    assert again.ce_weight == 0.5 and again.name == "d"
+    assert again.distillation_loss.get_config() == distiller.distillation_loss.get_config()
+    assert [w.shape for w in again.student.weights] == [w.shape for w in student.weights]
+    assert not again.teacher.trainable and again.student.trainable
+    # the warm-up variable is the distiller's (not trainable) state
+    assert any(v is distiller.distillation_loss.variables[0] for v in distiller.non_trainable_variables)
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    "loss,y_true,match",
+    [
+        (K.KDLoss(), T[:, :4], r"KDLoss: argument 'y_true' must be teacher logits of shape \(batch, 5\) or teacher logits and labels of shape \(batch, 6\)"),
+        (K.KDLoss(ce_weight=0.1), T, r"KDLoss: argument 'y_true' must be teacher logits and labels .*\(ce_weight > 0 needs labels\); got shape \(6, 5\)"),
+        (K.DKDLoss(), T, r"DKDLoss: argument 'y_true' must be .*\(DKD needs labels\)"),
+        (K.DKDLoss(), np.concatenate([T, np.full((B, 1), 2.5)], axis=1), r"DKDLoss: argument 'y_true' must be class indices in \[0, 5\) in its last column; got label 2.5"),
+        (K.KDLoss(), np.concatenate([T, np.full((B, 1), 5.0)], axis=1), r"class indices in \[0, 5\)"),
+        (K.KDLoss(ddof=5), T, r"KDLoss: argument 'ddof' must be an int in \[0, 5\)"),
+        (K.KDLoss(), np.where(T > 0, np.inf, T), r"KDLoss: argument 'y_true' must be finite"),
+    ],
+)
+def test_loss_rejects_bad_targets(loss, y_true, match):
+    with pytest.raises(ValueError, match=match):
+        loss(y_true, S)
+
+
+@pytest.mark.parametrize(
+    "make,error,match",
+    [
+        (lambda: K.KDLoss(temperature=0.0), ValueError, r"KDLoss: argument 'temperature' must be finite and > 0; got 0.0"),
+        (lambda: K.KDLoss(ce_weight=-1.0), ValueError, r"KDLoss: argument 'ce_weight' must be finite and >= 0"),
+        (lambda: K.KDLoss(standardize="yes"), TypeError, r"KDLoss: argument 'standardize' must be a bool"),
+        (lambda: K.KDLoss(dtype="float16"), ValueError, r"KDLoss: argument 'dtype' must be float32 or float64"),
+        (lambda: K.KDLoss(dtype="mixed_bfloat16"), ValueError, r"KDLoss: argument 'dtype' must be float32 or float64"),
+        (lambda: K.KDLoss(reduction="batchmean"), ValueError, r"Invalid value for argument `reduction`"),
+        (lambda: K.DKDLoss(warmup_epochs=0), ValueError, r"DKDLoss: argument 'warmup_epochs' must be None or an int >= 1"),
+        (lambda: K.DKDLoss(beta=float("nan")), ValueError, r"DKDLoss: argument 'beta' must be finite"),
+        (lambda: K.CTKDLoss(temperature=2.0), TypeError, r"CTKDLoss: argument 'temperature' must be left out"),
+        (lambda: K.CTKDLoss(loops=0), ValueError, r"ctkd_lambda: argument 'loops' must be an int >= 1"),
+        (lambda: K.CTKDLoss(schedule="step"), ValueError, r"ctkd_lambda: argument 'schedule' must be one of"),
+        (lambda: K.StandardizedLogitsDistillation(temperature=-2.0), ValueError,
+         r"StandardizedLogitsDistillation: argument 'temperature' must be finite and > 0"),
+        (lambda: K.Distiller(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), "student"), TypeError,
+         r"Distiller: argument 'student' must be a keras.Model; got str"),
+    ],
+)
+def test_bad_hyperparameters_raise_named_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_distiller_compile_refuses_a_second_loss():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    distiller = K.Distiller(model, keras.models.clone_model(model))
+    with pytest.raises(ValueError, match=r"Distiller.compile: argument 'loss' must be left out"):
+        distiller.compile(optimizer="adam", loss="mse")
