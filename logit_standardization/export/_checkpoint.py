@@ -1,0 +1,501 @@
+"""Load a trained student safely and rebuild it: PyTorch checkpoints and Keras ``.keras`` files.
+
+PyTorch files are read with ``torch.load(..., weights_only=True)`` only: the restricted
+unpickler accepts tensors, numbers, strings and containers and refuses any file whose
+pickle names a function or class to call. The architecture is looked up *by name* in the
+model zoo (:mod:`logit_standardization.training.models`); nothing stored in a checkpoint is
+ever imported or executed. Keras files are opened with ``safe_mode=True``, which refuses
+serialized Python code (``Lambda`` layers).
+"""
+
+from __future__ import annotations
+
+import pickle
+import pickletools
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import (
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    StateDictMismatchError,
+    UnknownArchitectureError,
+    UnsafeCheckpointError,
+)
+
+__all__ = ["Student", "load_student", "safe_torch_load"]
+
+
+@dataclass
+class Student:
+    """A rebuilt, ready-to-run student network and what is known about it.
+
+    Attributes:
+        model: a ``torch.nn.Module`` in eval mode on the CPU, or a ``keras.Model``.
+        framework: ``"torch"`` or ``"keras"``.
+        arch: architecture name (zoo name for PyTorch, the model's name for Keras).
+        dataset: dataset key of the zoo (``"cifar100"``, ``"imagenet"``, ...) or None.
+        num_classes: size of the logits.
+        input_size: shape of one input without the batch axis, in the model's layout.
+        layout: ``"NCHW"`` (PyTorch) or ``"NHWC"`` (Keras ``channels_last``).
+        normalization: ``{"mean": [...], "std": [...]}`` applied to ``[0, 1]`` pixels before
+            the network, or None when unknown.
+        source: the checkpoint path.
+        source_format: a short description of the layout that was recognised.
+        notes: remarks for the user (e.g. a stripped key prefix).
+    """
+
+    model: Any
+    framework: str
+    arch: str
+    dataset: str | None
+    num_classes: int
+    input_size: tuple[int, ...]
+    layout: str
+    normalization: dict[str, list[float]] | None
+    source: Path
+    source_format: str
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# safe loading
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle stream of a file: ``data.pkl`` of a torch zip archive, or the file itself."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            return archive.read(names[0]) if names else b""
+    return path.read_bytes()
+
+
+def _pickle_globals(data: bytes) -> list[str] | None:
+    """Callables a pickle stream names (read with ``pickletools``, nothing is executed).
+
+    Returns None when ``data`` is not a well-formed pickle.
+    """
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for opcode, arg, _pos in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL":
+                found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+            elif opcode.name in ("INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE") and not found:
+                found.append("?")
+            if isinstance(arg, str):
+                strings.append(arg)
+            if opcode.name == "STOP":
+                break
+    except (ValueError, EOFError, UnicodeDecodeError, pickle.UnpicklingError):
+        return None
+    return found
+
+
+_SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.core.multiarray._reconstruct")
+
+
+def _unsafe_reason(message: str, path: Path) -> str | None:
+    """Why the safe loader refused ``path``, or None if the file is simply not a pickle."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return f"it asks to import and call {found.group(1)!r}"
+    try:
+        names = _pickle_globals(_pickle_bytes(path))
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return None
+    if names is None:
+        return None
+    # names the safe loader itself accepts (tensor rebuilding) are not the problem
+    named = sorted({n for n in names if n != "?" and not n.startswith(_SAFE_PREFIXES)})
+    if named:
+        return f"it asks to import and call {', '.join(map(repr, named))}"
+    return "it uses pickle instructions outside the safe subset (the safe loader reads only what torch.save writes)"
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """Read a PyTorch file with ``torch.load(path, map_location="cpu", weights_only=True)``.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The unpickled object (tensors, numbers, strings, lists, tuples and dicts only).
+
+    Raises:
+        CheckpointNotFoundError: ``path`` does not exist or is not a file.
+        UnsafeCheckpointError: the file needs arbitrary code to unpickle; it was refused and
+            nothing from it ran.
+        CheckpointFormatError: the file is truncated, corrupt or not a PyTorch file.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from pathlib import Path
+        >>> p = Path(tempfile.mkdtemp()) / "w.pt"
+        >>> torch.save({"fc.weight": torch.ones(2, 3)}, p)
+        >>> safe_torch_load(p)["fc.weight"].shape
+        torch.Size([2, 3])
+    """
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"checkpoint {str(path)!r} is not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _unsafe_reason(str(exc), path) if "weights only load failed" in str(exc).lower() else None
+        if reason:
+            raise UnsafeCheckpointError(
+                f"refusing to load {str(path)!r}: the safe loader (torch.load weights_only=True) rejected it "
+                f"because {reason}. Unpickling such a file can run arbitrary code, so it was "
+                "not loaded and nothing from it was executed. If you trust the file, re-save only its weights "
+                "(torch.save(model.state_dict(), 'weights.pt')) and export that with --arch."
+            ) from None
+        raise _unreadable(path, exc) from None
+    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError, IndexError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointFormatError:
+    text = str(exc).strip().splitlines()
+    if text and text[0].lower().startswith("weights only load failed"):
+        reason = "not a valid pickle stream"
+    else:
+        reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return CheckpointFormatError(
+        f"cannot read {str(path)!r} ({reason}): the file is truncated, corrupt or not a PyTorch checkpoint"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch checkpoints
+
+
+def _zoo():
+    from ..training import models
+
+    return models
+
+
+def _as_list(values: Any) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+
+
+def _find_payload_meta(payload: Any) -> dict[str, Any]:
+    """``normalization`` and ``input_size`` of a student.pt payload (also nested in best/last.pt)."""
+    candidates = [payload]
+    if isinstance(payload, dict) and isinstance(payload.get("student"), dict):
+        candidates.insert(0, payload["student"])
+    out: dict[str, Any] = {}
+    for obj in candidates:
+        if not isinstance(obj, dict):
+            continue
+        norm = obj.get("normalization")
+        if "normalization" not in out and isinstance(norm, dict):
+            mean, std = _as_list(norm.get("mean", ())), _as_list(norm.get("std", ()))
+            if mean and std:
+                out["normalization"] = {"mean": mean, "std": std}
+        size = obj.get("input_size")
+        if "input_size" not in out and isinstance(size, (list, tuple)) and size:
+            try:
+                out["input_size"] = tuple(int(v) for v in size)
+            except (TypeError, ValueError):
+                pass
+    return out
+
+
+def _describe_layout(payload: Any) -> str:
+    if isinstance(payload, dict):
+        if isinstance(payload.get("student"), dict):
+            kind = payload.get("kind")
+            return f"{kind}.pt training checkpoint" if kind in ("best", "last") else "training checkpoint"
+        if isinstance(payload.get("state_dict"), dict):
+            return "student.pt"
+        if isinstance(payload.get("model"), dict):
+            return "reference-zoo file {'model': state_dict}"
+    return "plain state dict"
+
+
+def _list(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def _fit_report(model, state: dict) -> tuple[list[str], list[str], list[str]]:
+    """Missing keys, unexpected keys and shape mismatches of ``state`` against ``model``."""
+    own = model.state_dict()
+    # running-statistics counters do not change inference; files from old PyTorch lack them
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    return missing, unexpected, shapes
+
+
+def _strip_common_prefix(model, state: dict) -> tuple[dict, str | None]:
+    """If every model key appears in ``state`` under one extra prefix (``student.``, ``model.``), use it."""
+    own = set(model.state_dict())
+    if set(state) >= own:
+        return state, None
+    for prefix in sorted({k.split(".", 1)[0] + "." for k in state if "." in k}):
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if own <= set(sub) | {k for k in own if k.endswith("num_batches_tracked")} and set(sub) <= own:
+            return sub, prefix
+    return state, None
+
+
+def _build(arch: str, dataset: str, num_classes: int | None):
+    models = _zoo()
+    try:
+        return models.create_model(arch, dataset=dataset, num_classes=num_classes)
+    except (TypeError, ValueError) as exc:
+        raise UnknownArchitectureError(str(exc)) from None
+
+
+def _known_archs(dataset: str | None) -> str:
+    models = _zoo()
+    datasets = [dataset] if dataset else models.list_datasets()
+    return "Known architectures:\n" + "\n".join(f"  {d}: {', '.join(models.list_models(d))}" for d in datasets)
+
+
+def _unknown_arch(arch: str, dataset: str | None) -> UnknownArchitectureError:
+    where = f"for dataset {dataset!r}" if dataset else "in the model zoo"
+    elsewhere = [d for d in _zoo().list_datasets() if dataset and arch in _zoo().list_models(d)]
+    hint = f" ({arch!r} exists for dataset {', '.join(map(repr, elsewhere))})" if elsewhere else ""
+    return UnknownArchitectureError(f"unknown architecture {arch!r} {where}{hint}. {_known_archs(None)}")
+
+
+def _load_torch_student(
+    path: Path, *, arch: str | None, dataset: str | None, num_classes: int | None
+) -> Student:
+    from ..training.checkpoint import CheckpointError, extract_state_dict
+
+    models = _zoo()
+    payload = safe_torch_load(path)
+    try:
+        state, meta = extract_state_dict(payload, path=path, what="checkpoint")
+    except CheckpointError as exc:
+        raise CheckpointFormatError(str(exc)) from None
+    meta.update(_find_payload_meta(payload))
+    notes: list[str] = []
+
+    if dataset is not None and dataset not in models.list_datasets():
+        raise UnknownArchitectureError(
+            f"unknown dataset {dataset!r}; known datasets: {', '.join(models.list_datasets())}"
+        )
+    declared = meta.get("arch")
+    if arch is not None and declared not in (None, arch):
+        notes.append(f"the checkpoint declares arch {declared!r}; using {arch!r} as requested")
+    arch = arch or declared
+    if not arch:
+        raise CheckpointFormatError(
+            f"{str(path)!r} is a {_describe_layout(payload)} and does not say which architecture it holds; "
+            "pass --arch NAME (and --dataset if the name exists for several datasets). " + _known_archs(dataset)
+        )
+    dataset = dataset or meta.get("dataset")
+    num_classes = num_classes if num_classes is not None else meta.get("num_classes")
+    if num_classes is not None:
+        num_classes = int(num_classes)
+
+    if dataset is None:
+        candidates = [d for d in models.list_datasets() if arch in models.list_models(d)]
+    else:
+        candidates = [dataset] if arch in models.list_models(dataset) else []
+    if not candidates:
+        raise _unknown_arch(arch, dataset)
+
+    # an architecture name shared by several datasets (ResNet18, ResNet50): the weights decide
+    failures: list[tuple[str, tuple]] = []
+    for ds in candidates:
+        model = _build(arch, ds, num_classes)
+        fitted, prefix = _strip_common_prefix(model, state)
+        report = _fit_report(model, fitted)
+        if not any(report):
+            dataset = ds
+            break
+        failures.append((ds, report))
+    else:
+        ds, (missing, unexpected, shapes) = failures[0]
+        n_cls = num_classes if num_classes is not None else models.DATASET_INFO[ds].num_classes
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {_list(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {_list(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es): {_list(shapes, 4)}")
+        hint = (
+            " If the network was trained with another number of classes, pass --num-classes."
+            if shapes and not missing and not unexpected
+            else ""
+        )
+        tried = f" (tried datasets {', '.join(candidates)})" if len(candidates) > 1 else ""
+        if declared not in (None, arch):
+            tried += f" (the checkpoint declares arch {declared!r})"
+        raise StateDictMismatchError(
+            f"the weights in {str(path)!r} do not fit {arch!r} ({ds}, {n_cls} classes){tried}: "
+            + "; ".join(parts)
+            + "."
+            + hint
+        )
+    if prefix:
+        notes.append(f"weights taken from the {prefix!r} entries of the state dict")
+    if len(candidates) > 1:
+        notes.append(f"dataset {dataset!r} inferred from the weights ({arch!r} exists for {', '.join(candidates)})")
+    model.load_state_dict(fitted, strict=False)  # strictness checked above (num_batches_tracked may be absent)
+    model.eval()
+
+    info = models.DATASET_INFO[dataset]
+    out_features = int(num_classes if num_classes is not None else info.num_classes)
+    input_size = tuple(meta.get("input_size") or info.input_size)
+    normalization = meta.get("normalization") or {"mean": list(info.mean), "std": list(info.std)}
+    return Student(
+        model=model,
+        framework="torch",
+        arch=arch,
+        dataset=dataset,
+        num_classes=out_features,
+        input_size=input_size,
+        layout="NCHW",
+        normalization=normalization,
+        source=path,
+        source_format=_describe_layout(payload),
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Keras
+
+
+def _load_keras_student(
+    path: Path, *, arch: str | None, dataset: str | None, num_classes: int | None
+) -> Student:
+    if not path.exists():
+        raise CheckpointNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"checkpoint {str(path)!r} is not a file")
+    try:
+        import keras
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "exporting a .keras model needs Keras 3 and TensorFlow: pip install 'logit-standardization[keras]' "
+            "tensorflow tf2onnx"
+        ) from exc
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as exc:
+        text = str(exc)
+        if "safe_mode" in text or "unsafe" in text.lower():
+            raise UnsafeCheckpointError(
+                f"refusing to load {str(path)!r}: it contains serialized Python code (e.g. a Lambda layer), "
+                "which Keras only deserializes with safe_mode=False, i.e. by running code from the file. "
+                "Rebuild the model without Lambda layers to export it."
+            ) from None
+        raise CheckpointFormatError(f"cannot load Keras model {str(path)!r}: {text.splitlines()[0]}") from None
+    except (OSError, zipfile.BadZipFile, TypeError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointFormatError(
+            f"cannot load Keras model {str(path)!r} ({type(exc).__name__}: {reason}); "
+            "expected a Keras 3 .keras archive"
+        ) from None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise CheckpointFormatError(
+            f"Keras model {str(path)!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            "a classifier with one image input and one logits output is expected"
+        )
+    in_shape = tuple(model.inputs[0].shape)[1:]
+    out_shape = tuple(model.outputs[0].shape)
+    if any(d is None for d in in_shape) or len(out_shape) != 2 or out_shape[-1] is None:
+        raise CheckpointFormatError(
+            f"Keras model {str(path)!r} must map a fixed-size input to (batch, classes) logits; "
+            f"input {(None, *in_shape)}, output {out_shape}"
+        )
+    if num_classes is not None and int(num_classes) != int(out_shape[-1]):
+        raise StateDictMismatchError(
+            f"--num-classes {num_classes} does not match the Keras model's output size {out_shape[-1]}"
+        )
+    normalization = None
+    notes: list[str] = []
+    if dataset is not None:
+        models = _zoo()
+        if dataset not in models.DATASET_INFO:
+            raise UnknownArchitectureError(
+                f"unknown dataset {dataset!r}; known datasets: {', '.join(sorted(models.DATASET_INFO))}"
+            )
+        info = models.DATASET_INFO[dataset]
+        normalization = {"mean": list(info.mean), "std": list(info.std)}
+    else:
+        notes.append("no normalization recorded (pass --dataset to record the dataset's mean/std)")
+    layout = "NHWC" if keras.config.image_data_format() == "channels_last" else "NCHW"
+    return Student(
+        model=model,
+        framework="keras",
+        arch=arch or model.name,
+        dataset=dataset,
+        num_classes=int(out_shape[-1]),
+        input_size=tuple(int(d) for d in in_shape),
+        layout=layout,
+        normalization=normalization,
+        source=path,
+        source_format=f"Keras model ({keras.backend.backend()} backend)",
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def load_student(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    dataset: str | None = None,
+    num_classes: int | None = None,
+) -> Student:
+    """Load a checkpoint safely and rebuild the student network it holds.
+
+    Accepted inputs: ``student.pt`` of ``lskd-train``; its ``best.pt``/``last.pt`` (the student
+    is extracted); reference-zoo files ``{"model": state_dict}`` and plain state dicts (these
+    need ``arch``); Keras 3 ``.keras`` files. A DataParallel ``module.`` prefix, or any single
+    prefix under which the whole network sits (``student.``), is stripped.
+
+    Args:
+        path: the checkpoint.
+        arch: zoo architecture name; overrides the checkpoint's ``arch``.
+        dataset: zoo dataset key; when omitted it comes from the checkpoint, or from the zoo
+            if the name exists for one dataset only, or from the weights otherwise.
+        num_classes: output size; overrides the checkpoint's ``num_classes``.
+
+    Returns:
+        A :class:`Student` whose ``model`` is in eval mode.
+
+    Raises:
+        CheckpointNotFoundError: ``path`` does not exist.
+        UnsafeCheckpointError: the file needs arbitrary code to unpickle (or, for Keras, holds
+            serialized Python code).
+        CheckpointFormatError: unreadable file, no weights found, or no architecture known.
+        UnknownArchitectureError: ``arch`` or ``dataset`` is not in the model zoo.
+        StateDictMismatchError: the weights do not fit the architecture.
+    """
+    path = Path(path)
+    if path.suffix == ".keras":
+        return _load_keras_student(path, arch=arch, dataset=dataset, num_classes=num_classes)
+    return _load_torch_student(path, arch=arch, dataset=dataset, num_classes=num_classes)
