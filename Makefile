@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(PY) -m logit_standardization.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
