@@ -783,7 +783,7 @@ class DKDLoss(_DistillLoss):
     ``(B, C + 1)`` and ``y_pred`` the student logits. Per sample
     :math:`\ell_i = f\,(\alpha\,\mathrm{TCKD}_i + \beta\,\mathrm{NCKD}_i) + w_{ce}\,\mathrm{CE}(s_i, y_i)`
     (see :func:`logit_standardization.dkd_loss`) with the warm-up factor
-    :math:`f = \min(\text{epoch}/\text{warmup\_epochs}, 1)` (1 without warm-up).
+    :math:`f = \min(\text{epoch}/W, 1)` with :math:`W` = ``warmup_epochs`` (1 without warm-up).
     The published DKD+LS CIFAR recipe is ``DKDLoss(alpha=9, beta=72, temperature=2,
     warmup_epochs=20, ce_weight=1.0)``. With ``warmup_epochs`` set, add
     :class:`EpochSchedule` to ``fit``'s callbacks (the :class:`Distiller` adds it
@@ -847,7 +847,7 @@ class DKDLoss(_DistillLoss):
 
     @property
     def warmup_factor(self) -> float:
-        """The current warm-up factor :math:`\\min(\\text{epoch}/\\text{warmup\\_epochs}, 1)`."""
+        """The current warm-up factor :math:`\\min(\\text{epoch}/W, 1)` with :math:`W` = ``warmup_epochs``."""
         return 1.0 if self._warmup is None else float(_value(self._warmup))
 
     def set_epoch(self, epoch: float) -> None:
