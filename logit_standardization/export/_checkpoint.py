@@ -231,24 +231,6 @@ def _describe_layout(payload: Any) -> str:
     return "plain state dict"
 
 
-def _list(items: list[str], n: int = 8) -> str:
-    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
-
-
-def _fit_report(model, state: dict) -> tuple[list[str], list[str], list[str]]:
-    """Missing keys, unexpected keys and shape mismatches of ``state`` against ``model``."""
-    own = model.state_dict()
-    # running-statistics counters do not change inference; files from old PyTorch lack them
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    return missing, unexpected, shapes
-
-
 def _strip_common_prefix(model, state: dict) -> tuple[dict, str | None]:
     """If every model key appears in ``state`` under one extra prefix (``student.``, ``model.``), use it."""
     own = set(model.state_dict())
@@ -285,7 +267,7 @@ def _unknown_arch(arch: str, dataset: str | None) -> UnknownArchitectureError:
 def _load_torch_student(
     path: Path, *, arch: str | None, dataset: str | None, num_classes: int | None
 ) -> Student:
-    from ..training.checkpoint import CheckpointError, extract_state_dict
+    from ..training.checkpoint import CheckpointError, describe_mismatch, extract_state_dict, state_dict_mismatch
 
     models = _zoo()
     payload = safe_torch_load(path)
@@ -326,7 +308,7 @@ def _load_torch_student(
     for ds in candidates:
         model = _build(arch, ds, num_classes)
         fitted, prefix = _strip_common_prefix(model, state)
-        report = _fit_report(model, fitted)
+        report = state_dict_mismatch(model, fitted)
         if not any(report):
             dataset = ds
             break
@@ -334,13 +316,6 @@ def _load_torch_student(
     else:
         ds, (missing, unexpected, shapes) = failures[0]
         n_cls = num_classes if num_classes is not None else models.DATASET_INFO[ds].num_classes
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_list(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_list(unexpected)}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es): {_list(shapes, 4)}")
         hint = (
             " If the network was trained with another number of classes, pass --num-classes."
             if shapes and not missing and not unexpected
@@ -351,7 +326,7 @@ def _load_torch_student(
             tried += f" (the checkpoint declares arch {declared!r})"
         raise StateDictMismatchError(
             f"the weights in {str(path)!r} do not fit {arch!r} ({ds}, {n_cls} classes){tried}: "
-            + "; ".join(parts)
+            + describe_mismatch(missing, unexpected, shapes)
             + "."
             + hint
         )

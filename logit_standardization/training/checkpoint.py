@@ -186,6 +186,33 @@ def _list(items: list[str], n: int = 6) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
+def state_dict_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str], list[str]]:
+    """Missing keys, unexpected keys and shape mismatches of ``state`` against ``model``.
+
+    BatchNorm's ``num_batches_tracked`` counters may be absent (files from old PyTorch
+    versions lack them; they do not change inference): they are not reported as missing.
+    All three lists empty means ``state`` fits ``model`` exactly.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    return missing, unexpected, shapes
+
+
+def describe_mismatch(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    """One line naming the missing, unexpected and mis-shaped keys ("" when there are none)."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys: {_list(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {_list(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches: {_list(shapes, 4)}")
+    return "; ".join(parts)
+
+
 def load_weights(model: nn.Module, path: str | Path, *, arch: str, what: str = "checkpoint") -> dict[str, Any]:
     """Load weights from ``path`` into ``model`` strictly, explaining any mismatch.
 
@@ -203,22 +230,9 @@ def load_weights(model: nn.Module, path: str | Path, *, arch: str, what: str = "
             architecture the file declares, and the missing, unexpected and mis-shaped keys.
     """
     state, meta = extract_state_dict(load_checkpoint(path, what=what), path=path, what=what)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
+    problems = describe_mismatch(*state_dict_mismatch(model, state))
+    if problems:
         declared = f" (the file declares arch {meta['arch']!r})" if meta.get("arch") else ""
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {_list(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_list(unexpected)}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches: {_list(shapes, 4)}")
-        raise CheckpointError(
-            f"{what} {str(path)!r} does not fit architecture {arch!r}{declared}: " + "; ".join(parts)
-        )
-    model.load_state_dict(state, strict=True)
+        raise CheckpointError(f"{what} {str(path)!r} does not fit architecture {arch!r}{declared}: {problems}")
+    model.load_state_dict(state, strict=False)  # checked above; only BatchNorm counters may be absent
     return meta

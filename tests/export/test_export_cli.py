@@ -126,7 +126,7 @@ def test_state_dict_mismatch_names_the_keys(student, tmp_path, capsys):
     torch.save(state, tmp_path / "broken.pt")
     code, _, err = _cli(capsys, tmp_path / "broken.pt", "--onnx", "--arch", "mlp_digits_small")
     assert code == EXIT_CODES["StateDictMismatchError"] == 7
-    assert "missing key(s): net.3.bias" in err and "unexpected key(s): head.extra" in err
+    assert "missing keys: net.3.bias" in err and "unexpected keys: head.extra" in err
 
 
 def test_weights_of_another_architecture(student, capsys):
