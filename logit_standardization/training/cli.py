@@ -5,7 +5,7 @@ Usage::
     lskd-train RECIPE [--data-root DIR] [--output DIR] [--epochs N] [--batch-size N]
                       [--teacher PATH] [--device auto|cpu|cuda] [--seed N] [--resume] [--download]
                       [--amp off|bf16|fp16] [--channels-last] [--compile] [--sync-bn]
-                      [--deterministic] [--workers N] [--runs N | --seeds S [S ...]] [--quiet]
+                      [--deterministic] [--workers N] [--runs N | --seeds S [S ...]] [--quiet] [--no-plots]
                       [--set KEY=VALUE [KEY=VALUE ...]]
     lskd-train --list [PREFIX]
     lskd-train --show RECIPE [options]      # print the resolved recipe and exit
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "and std (runs go to OUTPUT/seed<k>)")
     runs.add_argument("--seeds", type=int, nargs="+", metavar="S", help="repeat with these seeds")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
+    p.add_argument("--no-plots", action="store_true",
+                   help="do not draw the run's figures at the end (draw them later with lskd-plot RUN_DIR)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override any recipe key, value parsed as YAML (e.g. method.kd_weight=6 "
                    "schedule.milestones=[30,60])")
@@ -127,6 +129,7 @@ def _repeat(cfg: dict[str, Any], output: Path, seeds: list[int], args, state, lo
         log(f"== {cfg['name']}: seed {seed} ({len(results) + 1}/{len(seeds)})")
         results.append(train(run_cfg, output / f"seed{seed}", resume=args.resume, quiet=args.quiet, state=state,
                              log=log))
+        _plots(args, state, output / f"seed{seed}", log)
     best = [r["best"]["top1"] for r in results]
     last = [r["last"]["top1"] for r in results]
     bm, bs = _mean_std(best)
@@ -147,6 +150,15 @@ def _repeat(cfg: dict[str, Any], output: Path, seeds: list[int], args, state, lo
     log(f"{cfg['name']} over {len(seeds)} runs: {paper}best top-1 {bm:.2f} ± {bs:.2f}, "
         f"last top-1 {lm:.2f} ± {ls:.2f} [{output / 'runs.json'}]")
     return report
+
+
+def _plots(args, state, run_dir: Path, log) -> None:
+    """The run's figures (``RUN_DIR/plots/*.png``), drawn by rank 0 unless ``--no-plots``."""
+    if args.no_plots or not state.is_main:
+        return
+    from .plots import plot_after_training
+
+    plot_after_training(run_dir, device=str(state.device), log=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _repeat(cfg, output, seeds, args, state, log)
         else:
             train(cfg, output, resume=args.resume, quiet=args.quiet, state=state, log=log)
+            _plots(args, state, output, log)
     except TrainingError as exc:
         print(f"lskd-train: error: {exc}", file=sys.stderr)
         return 2

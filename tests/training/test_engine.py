@@ -24,7 +24,7 @@ from logit_standardization.training.recipes import load_recipe  # noqa: E402
 from logit_standardization.training import distributed as D  # noqa: E402
 
 STUDENT_KEYS = {"arch", "dataset", "num_classes", "state_dict", "normalization", "input_size"}
-TINY = ["--epochs", "1", "--batch-size", "16", "--quiet", "--device", "cpu"]
+TINY = ["--epochs", "1", "--batch-size", "16", "--quiet", "--device", "cpu", "--no-plots"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -263,7 +263,7 @@ def test_bf16_autocast_runs_on_cpu(digits_teacher, tmp_path):
 
 def test_runs_report_mean_and_std(tmp_path, capsys):
     assert main(["demo/student", "--output", str(tmp_path), "--runs", "2", "--epochs", "1", "--quiet",
-                 "--seed", "5"]) == 0
+                 "--seed", "5", "--no-plots"]) == 0
     report = json.loads((tmp_path / "runs.json").read_text())
     best = [json.loads((tmp_path / f"seed{s}" / "summary.json").read_text())["best"]["top1"] for s in (5, 6)]
     assert report["seeds"] == [5, 6] and report["best_top1"]["values"] == best
@@ -375,3 +375,14 @@ def test_compiled_student_trains_and_saves_plain_weights(tmp_path):
     assert not any(k.startswith("_orig_mod") for k in payload["state_dict"])
     create_model("mlp_digits_small", dataset="digits").load_state_dict(payload["state_dict"], strict=True)
     assert json.loads((out / "summary.json").read_text())["config"]["train"]["compile"] is True
+
+
+def test_a_finished_run_draws_its_figures(digits_teacher, tmp_path):
+    out = tmp_path / "kd_ls"
+    assert main(["demo/kd_ls", "--output", str(out), "--teacher", str(digits_teacher), "--epochs", "1", "--quiet",
+                 "--device", "cpu"]) == 0
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert pngs and all((out / "plots" / p).stat().st_size > 10_000 for p in pngs), pngs
+    assert main(["demo/kd_ls", "--output", str(tmp_path / "quiet"), "--teacher", str(digits_teacher), "--epochs", "1",
+                 "--quiet", "--device", "cpu", "--no-plots"]) == 0
+    assert not (tmp_path / "quiet" / "plots").exists()
