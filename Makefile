@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs docs-check bench clean
+.PHONY: demo test docs docs-check bench study-fmnist clean
 
 $(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ docs-check: docs
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# KD, DKD, MLKD, CTKD with and without LS on Fashion-MNIST, 3 seeds (Debian package dataset-fashion-mnist)
+study-fmnist: $(STAMP)
+	$(PY) benchmarks/fashion_mnist.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info docs/_build
