@@ -340,27 +340,34 @@ def small_recipes() -> dict[str, dict[str, Any]]:
     families = {
         "demo": ("digits", "mlp_digits", "mlp_digits_small", ["kd", "kd_ls"], 2, 2),
         "fashion_mnist": ("fashion_mnist", "resnet_fm", "cnn_fm_small",
-                          ["kd", "kd_ls", "dkd", "dkd_ls", "mlkd", "mlkd_ls", "ctkd", "ctkd_ls"], 1, 1),
+                          ["kd", "kd_ls", "kd_ls_matched", "dkd", "dkd_ls", "dkd_ls_matched", "mlkd", "mlkd_ls",
+                           "mlkd_ls_matched", "ctkd", "ctkd_ls"], 1, 1),
     }
+    kd_base = {"name": "kd", "standardize": False, "temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}
+    dkd_base = {"name": "dkd", "standardize": False, "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "kd_weight": 1.0,
+                "ce_weight": 1.0}
+    mlkd_base = {"name": "mlkd", "standardize": False, "temperatures": [4.0, 3.0, 5.0, 2.0, 6.0], "ce_weight": 0.1,
+                 "kd_weight": 0.9}
     methods = {
-        "kd": {"name": "kd", "standardize": False, "temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9},
+        "kd": kd_base,
         "kd_ls": {"name": "kd", "standardize": True, "temperature": 2.0, "ce_weight": 0.1, "kd_weight": 9.0},
-        "dkd": {"name": "dkd", "standardize": False, "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "kd_weight": 1.0,
-                "ce_weight": 1.0},
+        "dkd": dkd_base,
         "dkd_ls": {"name": "dkd", "standardize": True, "temperature": 2.0, "alpha": 1.0, "beta": 8.0, "kd_weight": 9.0,
                    "ce_weight": 1.0},
-        "mlkd": {"name": "mlkd", "standardize": False, "temperatures": [4.0, 3.0, 5.0, 2.0, 6.0], "ce_weight": 0.1,
-                 "kd_weight": 0.9},
+        "mlkd": mlkd_base,
         "mlkd_ls": {"name": "mlkd", "standardize": True, "temperatures": [2.0, 3.0, 5.0, 2.0, 6.0], "ce_weight": 0.1,
                     "kd_weight": 9.0},
         "ctkd": {"name": "ctkd", "standardize": False, "ce_weight": 0.1, "kd_weight": 9.0},
+        # standardization switched on and nothing else changed: the base recipe's temperature and weights
+        **{f"{m}_ls_matched": {"name": m, "standardize": True, **{k: v for k, v in base.items() if k != "standardize"}}
+           for m, base in (("kd", kd_base), ("dkd", dkd_base), ("mlkd", mlkd_base))},
         "ctkd_ls": {"name": "ctkd", "standardize": True, "ce_weight": 0.1, "kd_weight": 9.0},
     }
     budget = {
         "demo": ("", ""),
-        "fashion_mnist": (" The teacher trains on all 60000 training images.",
+        "fashion_mnist": (" The teacher trains on all 60000 training images for 4 epochs.",
                           " Students train on a fixed 20000-image subset of the training images (data.train_subset)"
-                          " for 5 epochs; the test set is complete."),
+                          " for 3 epochs; the test set is complete."),
     }
     for family, (dataset, teacher, student, names, warmup, loops) in families.items():
         base = f"_base/{family}"
@@ -370,6 +377,7 @@ def small_recipes() -> dict[str, dict[str, Any]]:
                                     "method": {"name": "ce", "ce_weight": 1.0}}
         if family == "fashion_mnist":
             out[f"{family}/teacher"]["data"] = {"train_subset": None}
+            out[f"{family}/teacher"]["schedule"] = {"epochs": 4}
         out[f"{family}/student"] = {"extends": base, "description": f"{dataset} student {student} trained alone "
                                     "(cross-entropy)", "note": SMALL_NOTE.split(".")[0] + "." + s_note,
                                     "student": {"arch": student}, "method": {"name": "ce", "ce_weight": 1.0}}
@@ -379,8 +387,14 @@ def small_recipes() -> dict[str, dict[str, Any]]:
                 m["warmup_epochs"] = warmup
             if m["name"] == "ctkd":
                 m["lambda_loops"] = loops
+            note = SMALL_NOTE + s_note
+            if name.endswith("_ls_matched"):
+                base_name = name[:-len("_ls_matched")]
+                note = (f"Ablation: {family}/{base_name} with standardization switched on and nothing else changed "
+                        f"(its temperature and loss weights), unlike {family}/{base_name}_ls, which takes the "
+                        "paper's LS temperature and weights." + s_note)
             out[f"{family}/{name}"] = {"extends": base, "description": f"{dataset}: {name} {teacher} -> {student}",
-                                       "note": SMALL_NOTE + s_note, "teacher": {"arch": teacher}, "student": {"arch": student},
+                                       "note": note, "teacher": {"arch": teacher}, "student": {"arch": student},
                                        "method": m}
     return out
 
@@ -406,7 +420,7 @@ BASES = {
         "dataset": "fashion_mnist",
         "data": {"batch_size": 128, "test_batch_size": 1000, "num_workers": 2, "train_subset": 20000},
         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4, "nesterov": False},
-        "schedule": {"name": "cosine", "epochs": 5, "milestones": [], "min_lr": 0.0},
+        "schedule": {"name": "cosine", "epochs": 3, "milestones": [], "min_lr": 0.0},
     },
     "_base/demo": {
         "description": "scikit-learn digits (ships with scikit-learn) CPU-scale defaults",

@@ -48,9 +48,10 @@ def test_the_recipe_families_are_complete():
     expected |= {f"imagenet/{m}/{p}" for m in ("kd", "kd_ls", "dkd", "dkd_ls", "ctkd", "ctkd_ls")
                  for p in ("ResNet34-ResNet18", "ResNet50-MobileNetV1")}
     expected |= {f"demo/{m}" for m in ("teacher", "student", "kd", "kd_ls")}
-    expected |= {f"fashion_mnist/{m}" for m in ("teacher", "student", *CIFAR_METHODS)}
+    expected |= {f"fashion_mnist/{m}" for m in ("teacher", "student", *CIFAR_METHODS, "kd_ls_matched",
+                                                 "dkd_ls_matched", "mlkd_ls_matched")}
     assert set(ALL) == expected
-    assert len(ALL) == 6 + 14 * 8 + 12 + 4 + 10
+    assert len(ALL) == 6 + 14 * 8 + 12 + 4 + 13
 
 
 def test_every_recipe_resolves_with_a_paper_number_or_a_note(resolved):
