@@ -8,6 +8,7 @@ those variables everything runs in one process and the helpers below are no-ops.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 from dataclasses import dataclass
@@ -76,8 +77,21 @@ def setup(device: str = "auto") -> DistState:
 
 
 def teardown(state: DistState) -> None:
-    """Destroy the process group if :func:`setup` created one."""
+    """Wait for every rank, then destroy the process group if :func:`setup` created one.
+
+    Rank 0 does work of its own after the last collective (checkpoints, figures); a rank that
+    tore its process group down meanwhile could abort at exit on gloo ("terminate called
+    without an active exception"), so every rank waits here first. On gloo the wait is bounded
+    (a peer that died must not hang this one).
+    """
     if state.distributed and dist.is_initialized():
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(minutes=10))
+            else:
+                barrier(state)
+        except RuntimeError:  # a peer is gone: nothing left to wait for
+            pass
         dist.destroy_process_group()
 
 
