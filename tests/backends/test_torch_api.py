@@ -12,14 +12,7 @@ import logit_standardization as ls
 import logit_standardization.torch as lt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors gain nothing from intra-op threads, and on a shared CPU every parallel region
-    waits for a descheduled worker (milliseconds per op): run these tests single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FUNCTIONS = ["zscore", "kd_loss", "dkd_loss", "mlkd_terms", "mlkd_loss", "ctkd_temperature", "ctkd_lambda"]

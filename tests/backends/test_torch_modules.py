@@ -11,14 +11,7 @@ import logit_standardization as ls
 import logit_standardization.torch as lt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors gain nothing from intra-op threads, and on a shared CPU every parallel region
-    waits for a descheduled worker (milliseconds per op): run these tests single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 F64 = torch.float64

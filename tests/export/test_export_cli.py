@@ -20,12 +20,7 @@ from logit_standardization.training.models import create_model
 FAST = ["--exporter", "torchscript", "--provider", "cpu", "--verify-batches", "1,3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

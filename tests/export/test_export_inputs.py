@@ -23,12 +23,7 @@ from logit_standardization.training.checkpoint import student_payload
 from logit_standardization.training.models import create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _net(arch="resnet8", dataset="cifar100", num_classes=None, seed=0):

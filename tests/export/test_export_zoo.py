@@ -22,13 +22,7 @@ CIFAR = list_models("cifar100")
 DYNAMO_SAMPLE = ["resnet8x4", "ShuffleV2", "MobileNetV2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the CPU is shared with other test processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _like_trained_batchnorm(model: torch.nn.Module, input_size, batch: int) -> None:

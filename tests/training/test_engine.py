@@ -27,12 +27,7 @@ STUDENT_KEYS = {"arch", "dataset", "num_classes", "state_dict", "normalization",
 TINY = ["--epochs", "1", "--batch-size", "16", "--quiet", "--device", "cpu", "--no-plots"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,7 @@ PAIRS = [
 CIFAR_METHODS = ["kd", "kd_ls", "dkd", "dkd_ls", "mlkd", "mlkd_ls", "ctkd", "ctkd_ls"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
