@@ -359,8 +359,7 @@ def small_recipes() -> dict[str, dict[str, Any]]:
                     "kd_weight": 9.0},
         "ctkd": {"name": "ctkd", "standardize": False, "ce_weight": 0.1, "kd_weight": 9.0},
         # standardization switched on and nothing else changed: the base recipe's temperature and weights
-        **{f"{m}_ls_matched": {"name": m, "standardize": True, **{k: v for k, v in base.items() if k != "standardize"}}
-           for m, base in (("kd", kd_base), ("dkd", dkd_base), ("mlkd", mlkd_base))},
+        **{f"{base['name']}_ls_matched": {**base, "standardize": True} for base in (kd_base, dkd_base, mlkd_base)},
         "ctkd_ls": {"name": "ctkd", "standardize": True, "ce_weight": 0.1, "kd_weight": 9.0},
     }
     budget = {
