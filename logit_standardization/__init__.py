@@ -7,7 +7,7 @@ framework; the backends live in :mod:`logit_standardization.torch` and
 """
 
 from ._ctkd import ctkd_lambda, ctkd_temperature
-from ._dkd import dkd_loss
+from ._dkd import dkd_loss, dkd_warmup
 from ._kd import kd_loss
 from ._mlkd import DEFAULT_TEMPERATURES, confidence_masks, mlkd_loss, mlkd_terms
 from ._zscore import standardized, zscore
@@ -20,6 +20,7 @@ __all__ = [
     "ctkd_lambda",
     "ctkd_temperature",
     "dkd_loss",
+    "dkd_warmup",
     "kd_loss",
     "mlkd_loss",
     "mlkd_terms",

@@ -133,12 +133,21 @@ def check_real(fn: str, name: str, value: object) -> float:
     return v
 
 
-def check_ddof(fn: str, ddof: object, num_classes: int) -> int:
-    if isinstance(ddof, bool) or not isinstance(ddof, int):
-        fail(fn, "ddof", "an int (0 or 1)", repr(ddof), TypeError)
-    if ddof < 0 or ddof >= num_classes:
+def check_int(fn: str, name: str, value: object, *, minimum: int | None = None) -> int:
+    """An ``int`` (``bool`` refused) that is at least ``minimum`` when given. Returns it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(fn, name, "an int" if minimum is None else f"an int >= {minimum}", repr(value), TypeError)
+    if minimum is not None and value < minimum:
+        fail(fn, name, f"an int >= {minimum}", repr(value))
+    return int(value)
+
+
+def check_ddof(fn: str, ddof: object, num_classes: int | None = None) -> int:
+    """``ddof`` is an int in ``[0, num_classes)``; without ``num_classes`` (a constructor) only ``>= 0``."""
+    ddof = check_int(fn, "ddof", ddof, minimum=0)
+    if num_classes is not None and ddof >= num_classes:
         fail(fn, "ddof", f"an int in [0, {int(num_classes)}) (fewer than the number of classes)", repr(ddof))
-    return int(ddof)
+    return ddof
 
 
 def check_choice(fn: str, name: str, value: object, choices: Sequence[str]) -> str:
@@ -173,5 +182,61 @@ def check_real_kind(fn: str, name: str, kind: str) -> None:
 
 
 def check_epoch(fn: str, name: str, value: object) -> float:
-    """An epoch number (int or float, finite). Epochs are 1-based."""
-    return check_real(fn, name, value)
+    """An epoch number: a real, finite and non-negative (epochs are 1-based; fractions allowed)."""
+    v = check_real(fn, name, value)
+    if v < 0:
+        fail(fn, name, "finite and >= 0", repr(value))
+    return v
+
+
+def check_nonnegative(fn: str, name: str, value: object) -> float:
+    return check_positive(fn, name, value, allow_zero=True)
+
+
+def _int_at_least(minimum: int):
+    return lambda fn, name, value: check_int(fn, name, value, minimum=minimum)
+
+
+def _choice(choices: Sequence[str]):
+    return lambda fn, name, value: check_choice(fn, name, value, choices)
+
+
+# Every hyperparameter of every public function and loss class, validated by name. The NumPy
+# functions, the PyTorch and Keras functions and the classes' constructors all go through
+# ``check_hyper``, so one name has one rule and one message everywhere.
+HYPERPARAMETERS = {
+    "temperature": check_positive,
+    "temperatures": lambda fn, name, value: check_temperatures(fn, value),
+    "eps": check_nonnegative,
+    "ddof": lambda fn, name, value: check_ddof(fn, value),
+    "standardize": check_bool,
+    "check_finite": check_bool,
+    "instance_wise": check_bool,
+    "reduction": lambda fn, name, value: check_reduction(fn, value),
+    "variant": _choice(MLKD_VARIANTS),
+    "schedule": _choice(CTKD_SCHEDULES),
+    "alpha": check_nonnegative,
+    "beta": check_nonnegative,
+    "kd_weight": check_nonnegative,
+    "ce_weight": check_nonnegative,
+    "warmup_epochs": _int_at_least(1),
+    "t_start": check_nonnegative,
+    "t_end": check_positive,
+    "init": check_real,
+    "loops": _int_at_least(1),
+    "max_value": check_real,
+    "min_value": check_real,
+    "num_classes": _int_at_least(2),
+    "hidden_features": _int_at_least(1),
+    "epoch": check_epoch,
+}
+
+
+def check_hyper(fn: str, **values: object) -> dict:
+    """Validate hyperparameters by name (see ``HYPERPARAMETERS``); return them normalised.
+
+    Example:
+        >>> check_hyper("kd_loss", temperature=2, reduction="mean")
+        {'temperature': 2.0, 'reduction': 'mean'}
+    """
+    return {name: HYPERPARAMETERS[name](fn, name, value) for name, value in values.items()}

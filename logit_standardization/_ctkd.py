@@ -25,7 +25,7 @@ def ctkd_temperature(raw: Any, *, t_start: float = 1.0, t_end: float = 20.0) -> 
 
     Args:
         raw: finite real scalar or array :math:`g`.
-        t_start: lower end of the temperature range.
+        t_start: lower end of the temperature range (>= 0, so every temperature is positive).
         t_end: width of the temperature range (> 0).
 
     Returns:
@@ -37,8 +37,8 @@ def ctkd_temperature(raw: Any, *, t_start: float = 1.0, t_end: float = 20.0) -> 
         15.6212
     """
     fn = "ctkd_temperature"
-    t0 = _checks.check_real(fn, "t_start", t_start)
-    width = _checks.check_positive(fn, "t_end", t_end)
+    h = _checks.check_hyper(fn, t_start=t_start, t_end=t_end)
+    t0, width = h["t_start"], h["t_end"]
     g = np.asarray(raw)
     _checks.check_real_kind(fn, "raw", g.dtype.kind)
     g = g.astype(np.float64)
@@ -59,13 +59,13 @@ def ctkd_lambda(
 ) -> float:
     r"""Gradient-reversal factor :math:`\lambda` of CTKD for a (1-based) epoch.
 
-    ``schedule="cosine"`` (the published default), with :math:`e` clipped to :math:`[0, N]`:
+    ``schedule="cosine"`` (the published default), with :math:`e` clipped to at most :math:`N`:
 
     .. math::
 
         \lambda(e) = \frac{\cos(\pi e / N) + 1}{2}\,(\lambda_{max} - \lambda_{min}) + \lambda_{min}
 
-    ``schedule="linear"``, with :math:`e` clipped to :math:`[0, N-1]` (as published,
+    ``schedule="linear"``, with :math:`e` clipped to at most :math:`N-1` (as published,
     :math:`\lambda_{max}` is not added):
 
     .. math::
@@ -78,7 +78,7 @@ def ctkd_lambda(
     temperature *ascend* the distillation loss.
 
     Args:
-        epoch: the epoch number (1-based in the published schedules).
+        epoch: the epoch number, >= 0 (1-based in the published schedules).
         loops: :math:`N`, the number of epochs over which :math:`\lambda` decays (>= 1).
         max_value: :math:`\lambda_{max}`.
         min_value: :math:`\lambda_{min}`.
@@ -89,17 +89,11 @@ def ctkd_lambda(
         >>> round(ctkd_lambda(1), 5), ctkd_lambda(10), ctkd_lambda(50)
         (-0.02447, -1.0, -1.0)
     """
-    fn = "ctkd_lambda"
-    e = _checks.check_epoch(fn, "epoch", epoch)
-    if isinstance(loops, bool) or not isinstance(loops, int) or loops < 1:
-        raise (TypeError if not isinstance(loops, int) or isinstance(loops, bool) else ValueError)(
-            f"ctkd_lambda: argument 'loops' must be an int >= 1; got {loops!r}"
-        )
-    hi = _checks.check_real(fn, "max_value", max_value)
-    lo = _checks.check_real(fn, "min_value", min_value)
-    schedule = _checks.check_choice(fn, "schedule", schedule, _checks.CTKD_SCHEDULES)
+    h = _checks.check_hyper("ctkd_lambda", epoch=epoch, loops=loops, max_value=max_value, min_value=min_value,
+                            schedule=schedule)
+    e, loops, hi, lo, schedule = h["epoch"], h["loops"], h["max_value"], h["min_value"], h["schedule"]
     if schedule == "cosine":
-        e = min(max(e, 0.0), float(loops))
+        e = min(e, float(loops))
         return (math.cos(e * math.pi / loops) + 1.0) * 0.5 * (hi - lo) + lo
-    e = min(max(e, 0.0), float(loops - 1))
+    e = min(e, float(loops - 1))
     return e * (-(hi - lo) / loops)

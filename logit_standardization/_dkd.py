@@ -101,11 +101,32 @@ def dkd_loss(
         Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022; Sun et al., CVPR 2024.
     """
     fn = "dkd_loss"
-    reduction = _checks.check_reduction(fn, reduction)
-    tau = _checks.check_positive(fn, "temperature", temperature)
-    a = _checks.check_real(fn, "alpha", alpha)
-    b = _checks.check_real(fn, "beta", beta)
+    h = _checks.check_hyper(fn, alpha=alpha, beta=beta, temperature=temperature, reduction=reduction)
     s, t = prepare_pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof, eps=eps)
     y = as_labels(fn, "labels", labels, s.shape[0], s.shape[1])
-    tckd, nckd = dkd_parts(s, t, y, tau)
-    return reduce_rows(a * tckd + b * nckd, reduction)
+    tckd, nckd = dkd_parts(s, t, y, h["temperature"])
+    return reduce_rows(h["alpha"] * tckd + h["beta"] * nckd, h["reduction"])
+
+
+def dkd_warmup(epoch: float, *, warmup_epochs: int = 20) -> float:
+    r"""DKD's loss warm-up factor for a (1-based) epoch: :math:`\min(e / W, 1)`.
+
+    The published trainer multiplies the whole DKD loss by this factor, so the distillation
+    term ramps up linearly over the first ``warmup_epochs`` epochs (20 on CIFAR-100: 0.05,
+    0.10, ..., 1.0 from epoch 20 on; 1 on ImageNet, which is no warm-up from epoch 1).
+    Fractional epochs (a per-step warm-up) are allowed; an epoch below 0 is refused.
+
+    Args:
+        epoch: the epoch :math:`e \ge 0` (1-based in the published schedule).
+        warmup_epochs: :math:`W`, an int >= 1.
+
+    Returns:
+        A float in :math:`[0, 1]`.
+
+    Example:
+        >>> from logit_standardization import dkd_warmup
+        >>> dkd_warmup(1), dkd_warmup(10), dkd_warmup(400)
+        (0.05, 0.5, 1.0)
+    """
+    h = _checks.check_hyper("dkd_warmup", epoch=epoch, warmup_epochs=warmup_epochs)
+    return min(h["epoch"] / h["warmup_epochs"], 1.0)

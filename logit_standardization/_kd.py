@@ -18,13 +18,11 @@ def prepare_pair(
     s = as_logits(fn, "student_logits", student_logits)
     t = as_logits(fn, "teacher_logits", teacher_logits)
     _checks.check_same_shape(fn, "teacher_logits", t.shape, "student_logits", s.shape)
-    _checks.check_bool(fn, "standardize", standardize)
-    if standardize:
-        s = _zscore(s, temperature=1.0, ddof=ddof, eps=eps, fn=fn)
-        t = _zscore(t, temperature=1.0, ddof=ddof, eps=eps, fn=fn)
-    else:
-        _checks.check_positive(fn, "eps", eps, allow_zero=True)
-        _checks.check_ddof(fn, ddof, s.shape[-1])
+    h = _checks.check_hyper(fn, standardize=standardize, eps=eps)
+    ddof = _checks.check_ddof(fn, ddof, s.shape[-1])
+    if h["standardize"]:
+        s = _zscore(s, temperature=1.0, ddof=ddof, eps=h["eps"], fn=fn)
+        t = _zscore(t, temperature=1.0, ddof=ddof, eps=h["eps"], fn=fn)
     return s, t
 
 
@@ -84,7 +82,6 @@ def kd_loss(
         Hinton et al., 2015; Sun et al., CVPR 2024, Algorithm 1.
     """
     fn = "kd_loss"
-    reduction = _checks.check_reduction(fn, reduction)
-    tau = _checks.check_positive(fn, "temperature", temperature)
+    h = _checks.check_hyper(fn, temperature=temperature, reduction=reduction)
     s, t = prepare_pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof, eps=eps)
-    return reduce_rows(kd_rows(s, t, tau), reduction)
+    return reduce_rows(kd_rows(s, t, h["temperature"]), h["reduction"])

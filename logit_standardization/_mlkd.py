@@ -135,16 +135,14 @@ def _mlkd_terms(
     ddof: int,
     eps: float,
 ) -> dict[str, float]:
-    variant = _checks.check_choice(fn, "variant", variant, _checks.MLKD_VARIANTS)
-    temps = _checks.check_temperatures(fn, temperatures)
-    w = _checks.check_real(fn, "kd_weight", kd_weight)
+    h = _checks.check_hyper(fn, variant=variant, temperatures=temperatures, kd_weight=kd_weight)
+    variant, temps, w = h["variant"], h["temperatures"], h["kd_weight"]
     sw, tw = prepare_pair(fn, student_weak, teacher_weak, standardize=False, ddof=ddof, eps=eps)
     ss = as_logits(fn, "student_strong", student_strong)
     ts = as_logits(fn, "teacher_strong", teacher_strong)
     _checks.check_same_shape(fn, "student_strong", ss.shape, "student_weak", sw.shape)
     _checks.check_same_shape(fn, "teacher_strong", ts.shape, "student_weak", sw.shape)
-    _checks.check_bool(fn, "standardize", standardize)
-    if standardize:
+    if _checks.check_hyper(fn, standardize=standardize)["standardize"]:
         zw = prepare_pair(fn, sw, tw, standardize=True, ddof=ddof, eps=eps)
         zs = prepare_pair(fn, ss, ts, standardize=True, ddof=ddof, eps=eps)
     else:

@@ -25,6 +25,11 @@ def zscore(logits: Any, *, temperature: float = 1.0, ddof: int = 1, eps: float =
     ``axis``) gets its own mean and deviation. A row whose deviation is zero
     (a constant row) maps to zeros, also when ``eps=0``.
 
+    The statistics are computed on the row scaled by a power of two (see
+    :func:`logit_standardization._zscore.rescale`, with ``eps`` scaled alike): the same
+    bits as the formula above for ordinary inputs, and no overflow for any finite input
+    (logits near the largest float give the right Z-score, not zeros or NaN).
+
     Consequences used throughout the library: the output has mean 0, population
     standard deviation :math:`\sqrt{(C-1)/C}/\tau` under ``ddof=1`` (:math:`1/\tau`
     under ``ddof=0``), keeps the order of the entries, and is bounded by
@@ -65,13 +70,35 @@ def zscore(logits: Any, *, temperature: float = 1.0, ddof: int = 1, eps: float =
 
 def _zscore(x: np.ndarray, *, temperature: float, ddof: int, eps: float, axis: int = -1, fn: str) -> np.ndarray:
     """Checked hyperparameters, unchecked float64 array."""
-    tau = _checks.check_positive(fn, "temperature", temperature)
-    eps = _checks.check_positive(fn, "eps", eps, allow_zero=True)
+    h = _checks.check_hyper(fn, temperature=temperature, eps=eps)
+    ddof = _checks.check_ddof(fn, ddof, x.shape[axis])
+    x, eps_scaled = rescale(x, h["eps"], axis=axis)
+    return standardize_scaled(x, eps_scaled, ddof=ddof, temperature=h["temperature"], axis=axis)
+
+
+def rescale(x: np.ndarray, eps: float, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    r"""Scale each row by a power of two so that its largest magnitude lies in :math:`[1/2, 1)`.
+
+    Returns ``(x * 2**-k, eps * 2**-k)`` with :math:`k` the binary exponent of
+    :math:`\max_j |x_j|` (``numpy.frexp``; 0 for an all-zero row; at least the smallest normal
+    exponent, so that :math:`2^{-k}` stays finite for subnormal rows). Multiplying by a power of
+    two is exact, and every step of the Z-score (mean, centring, sum of squares, square root,
+    ``eps`` plus deviation, division) commutes with it exactly, so the result carries the same
+    bits as the unscaled formula wherever that one neither overflows nor underflows, and is
+    correct where it would have: the sum of squares of a scaled row is at most :math:`4C`.
+    """
+    _, k = np.frexp(np.max(np.abs(x), axis=axis, keepdims=True))
+    k = np.maximum(k, np.finfo(x.dtype).minexp)
+    with np.errstate(over="ignore"):  # a huge eps on a tiny row: inf, and the Z-score is 0 as it should be
+        return np.ldexp(x, -k), np.ldexp(np.full(k.shape, eps), -k)
+
+
+def standardize_scaled(x: np.ndarray, eps: Any, *, ddof: int, temperature: float, axis: int = -1) -> np.ndarray:
+    """The Z-score of rows already passed through :func:`rescale` (``eps`` scaled alike)."""
     c = x.shape[axis]
-    ddof = _checks.check_ddof(fn, ddof, c)
     centred = x - np.mean(x, axis=axis, keepdims=True)
     std = np.sqrt(np.sum(centred * centred, axis=axis, keepdims=True) / (c - ddof))
-    denom = (eps + std) * tau
+    denom = (eps + std) * temperature
     safe = np.where(denom > 0, denom, 1.0)
     return np.where(denom > 0, centred / safe, 0.0)
 
