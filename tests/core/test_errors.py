@@ -50,6 +50,15 @@ FOUR = [np.random.default_rng(0).normal(size=(4, 10)) for _ in range(4)]
         (lambda: ls.ctkd_lambda(1, schedule="step"), ValueError, r"ctkd_lambda: argument 'schedule' must be one of 'cosine', 'linear'; got 'step'"),
         (lambda: ls.ctkd_lambda(1, loops=0), ValueError, r"ctkd_lambda: argument 'loops' must be an int >= 1; got 0"),
         (lambda: ls.ctkd_lambda(float("inf")), ValueError, r"ctkd_lambda: argument 'epoch' must be finite; got inf"),
+        (lambda: ls.ctkd_lambda(-1), ValueError, r"ctkd_lambda: argument 'epoch' must be finite and >= 0; got -1"),
+        (lambda: ls.ctkd_temperature(1.0, t_start=-30), ValueError, r"ctkd_temperature: argument 't_start' must be finite and >= 0; got -30"),
+        (lambda: ls.dkd_warmup(-5), ValueError, r"dkd_warmup: argument 'epoch' must be finite and >= 0; got -5"),
+        (lambda: ls.dkd_warmup("x"), TypeError, r"dkd_warmup: argument 'epoch' must be a real number; got 'x'"),
+        (lambda: ls.dkd_warmup(1, warmup_epochs=20.5), TypeError, r"dkd_warmup: argument 'warmup_epochs' must be an int >= 1; got 20.5"),
+        (lambda: ls.dkd_warmup(1, warmup_epochs=0), ValueError, r"dkd_warmup: argument 'warmup_epochs' must be an int >= 1; got 0"),
+        (lambda: ls.kd_loss(S, T, ddof=1.5), TypeError, r"kd_loss: argument 'ddof' must be an int >= 0; got 1.5"),
+        (lambda: ls.dkd_loss(S, T, Y, alpha=-1.0), ValueError, r"dkd_loss: argument 'alpha' must be finite and >= 0; got -1.0"),
+        (lambda: ls.mlkd_loss(*FOUR, kd_weight=-9), ValueError, r"mlkd_loss: argument 'kd_weight' must be finite and >= 0; got -9"),
     ],
 )
 def test_bad_input(call, exc, pattern):

@@ -84,3 +84,29 @@ def test_mlkd_reference_uses_weak_logits_for_last_two_strong_terms():
     mbar = ls.confidence_masks(tw)[0].mean()
     expected_extra = 9.0 * (mbar + 1.0) * kd_weak_only
     assert b1["kd"] - b2["kd"] == pytest.approx(expected_extra, rel=1e-12)
+
+
+def test_dkd_warmup_is_the_reference_ramp():
+    assert [ls.dkd_warmup(e) for e in (0, 1, 2, 10, 20, 21, 240)] == [0.0, 0.05, 0.1, 0.5, 1.0, 1.0, 1.0]
+    assert ls.dkd_warmup(1, warmup_epochs=1) == 1.0 and ls.dkd_warmup(2.5, warmup_epochs=5) == 0.5
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-150, 1.0, 1e150, 1e154, 1e300, 5e307])
+def test_zscore_is_scale_invariant_up_to_the_largest_float(scale):
+    # a Z-score does not depend on the scale of its row: the statistics are computed on the row
+    # scaled by a power of two, so no finite input overflows (eps=0 so that no eps term enters)
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.25]])
+    ref = ls.zscore(x, eps=0.0)
+    got = ls.zscore(x * scale, eps=0.0)
+    np.testing.assert_allclose(got, ref, rtol=1e-14)
+    assert np.isfinite(ls.kd_loss(x * scale, -x * scale))
+
+
+def test_zscore_rows_near_the_largest_float_and_ordinary_bits():
+    big = np.finfo(np.float64).max
+    np.testing.assert_allclose(ls.zscore(np.array([[big, -big, 0.0]])), [[1.0, -1.0, 0.0]], rtol=1e-15)
+    # ordinary inputs: the same bits as the textbook formula (power-of-two scaling is exact)
+    x = np.random.default_rng(3).normal(size=(64, 100)) * 40 + 7
+    c = x - x.mean(axis=1, keepdims=True)
+    textbook = c / ((1e-7 + np.sqrt((c * c).sum(axis=1, keepdims=True) / 99)) * 2.0)
+    assert np.array_equal(ls.zscore(x, temperature=2.0), textbook)
