@@ -54,10 +54,13 @@ def test_mlkd_module_sum_and_terms(variant):
     module = lt.MLKDLoss(variant=variant)
     loss = module(*views)
     want = ls.mlkd_terms(*[v.numpy() for v in views], variant=variant)
-    assert set(module.last_terms) == {"kd", "cc", "bc"}
+    assert set(module.last_terms) == {"ce", "kd", "cc", "bc"}
+    assert float(module.last_terms["ce"]) == 0.0  # ce_weight=0: no labels needed
     for k, v in module.last_terms.items():
+        if k == "ce":
+            continue
         assert not v.requires_grad
-        assert float(v) == pytest.approx(want[k], rel=1e-10)
+        assert not v.requires_grad and float(v) == pytest.approx(want[k], rel=1e-10)
     assert float(loss) == pytest.approx(sum(want.values()), rel=1e-10)
     assert float(lt.mlkd_loss(*views, variant=variant)) == pytest.approx(float(loss), rel=1e-14)
 
@@ -183,3 +186,109 @@ def test_torch_compile():
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(compiled[1], eager[1], rtol=1e-5, atol=1e-7)
     assert math.isfinite(float(compiled[0]))
+
+
+# ----------------------------------------------------------------------------- weights, labels, last_terms
+def _ce(s, y, reduction="mean"):
+    return torch.nn.functional.cross_entropy(s, y, reduction=reduction)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_kd_weights_and_labels(reduction):
+    s, t = rand(6, 10, seed=21), rand(6, 10, seed=22)
+    y = torch.tensor([0, 9, 3, 3, 1, 5])
+    module = lt.KDLoss(kd_weight=9.0, ce_weight=0.1, reduction=reduction)
+    got = module(s, t, y)
+    kd = lt.kd_loss(s, t, reduction=reduction)
+    want = 0.1 * _ce(s, y, reduction) + 9.0 * kd
+    torch.testing.assert_close(got, want, rtol=1e-14, atol=0.0)
+    assert set(module.last_terms) == {"ce", "kd"}
+    torch.testing.assert_close(module.last_terms["kd"], 9.0 * kd)
+    torch.testing.assert_close(module.last_terms["ce"], 0.1 * _ce(s, y, reduction))
+    torch.testing.assert_close(module.last_terms["ce"] + module.last_terms["kd"], got)
+    # the defaults: kd_weight=1, ce_weight=0, labels optional and unused
+    assert torch.equal(lt.KDLoss(reduction=reduction)(s, t), kd)
+    assert torch.equal(lt.KDLoss(reduction=reduction)(s, t, y), kd)
+
+
+def test_dkd_weights_labels_and_warmup():
+    s, t = rand(5, 8, seed=23), rand(5, 8, seed=24)
+    y = torch.tensor([0, 7, 3, 3, 1])
+    module = lt.DKDLoss(alpha=1.0, beta=8.0, warmup_epochs=10, kd_weight=9.0, ce_weight=1.0)
+    got = module(s, t, y, epoch=4)
+    dkd = lt.dkd_loss(s, t, y)
+    assert module.last_terms["kd"].item() == pytest.approx(9.0 * 0.4 * dkd.item(), rel=1e-14)
+    assert module.last_terms["ce"].item() == pytest.approx(_ce(s, y).item(), rel=1e-14)
+    assert got.item() == pytest.approx((_ce(s, y) + 3.6 * dkd).item(), rel=1e-14)
+    assert module.warmup_factor(4) == ls.dkd_warmup(4, warmup_epochs=10) == 0.4
+    assert module.warmup_factor(None) == 1.0
+
+
+@pytest.mark.parametrize("variant", ["reference", "corrected"])
+def test_mlkd_weights_and_labels(variant):
+    views = [rand(8, 10, seed=30 + i) for i in range(4)]
+    y = torch.arange(8)
+    module = lt.MLKDLoss(variant=variant, kd_weight=3.0, ce_weight=0.1)
+    got = module(*views, y)
+    terms = lt.mlkd_terms(*views, variant=variant, kd_weight=3.0)  # kd_weight applied once, by mlkd_terms
+    ce = 0.1 * (_ce(views[0], y) + _ce(views[1], y))
+    assert set(module.last_terms) == {"ce", "kd", "cc", "bc"}
+    torch.testing.assert_close(module.last_terms["ce"], ce)
+    for k in ("kd", "cc", "bc"):
+        torch.testing.assert_close(module.last_terms[k], terms[k])
+    torch.testing.assert_close(got, ce + terms["kd"] + terms["cc"] + terms["bc"])
+    want = ls.mlkd_loss(*[v.numpy() for v in views], variant=variant, kd_weight=3.0)
+    assert float(got - ce) == pytest.approx(want, rel=1e-10)
+
+
+def test_ctkd_weights_labels_and_epoch():
+    s, t = rand(6, 10, seed=25), rand(6, 10, seed=26)
+    y = torch.tensor([0, 9, 3, 3, 1, 5])
+    ctkd = lt.CTKDLoss(kd_weight=9.0, ce_weight=0.1, loops=4, schedule="linear").double()
+    got = ctkd(s, t, y, grl_lambda=-1.0)
+    temp = ls.ctkd_temperature(1.0)
+    kd = ls.kd_loss(s.numpy(), t.numpy(), temperature=temp)
+    assert ctkd.last_terms["kd"].item() == pytest.approx(9.0 * kd, rel=1e-12)
+    assert got.item() == pytest.approx(0.1 * _ce(s, y).item() + 9.0 * kd, rel=1e-12)
+    # lambda from the module's schedule when only the epoch is given
+    for epoch in (0, 1, 2.5, 7):
+        lam = ls.ctkd_lambda(epoch, loops=4, schedule="linear")
+        assert ctkd.grl_lambda(epoch) == lam
+        for explicit in (False, True):
+            ctkd.zero_grad()
+            kwargs = {"grl_lambda": lam} if explicit else {"epoch": epoch}
+            ctkd(s, t, y, **kwargs).backward()
+            if explicit:
+                assert torch.equal(ctkd.raw_temperature.grad, want_grad)
+            else:
+                want_grad = ctkd.raw_temperature.grad.clone()
+    # grl_lambda wins over epoch
+    ctkd.zero_grad()
+    ctkd(s, t, y, epoch=7, grl_lambda=0.0).backward()
+    assert ctkd.raw_temperature.grad.item() == 0.0
+    assert (ctkd.t_start, ctkd.t_end, ctkd.loops, ctkd.max_value, ctkd.min_value, ctkd.schedule) == (
+        1.0, 20.0, 4, 0.0, -1.0, "linear")
+
+
+def test_ctkd_instance_wise_checks_the_class_count():
+    ctkd = lt.CTKDLoss(instance_wise=True, num_classes=5)
+    with pytest.raises(ValueError, match=r"CTKDLoss: argument 'student_logits' must be an array with num_classes=5"):
+        ctkd(torch.randn(4, 10), torch.randn(4, 10), grl_lambda=-1.0)
+    out = ctkd(torch.randn(4, 5), torch.randn(4, 5), epoch=3)
+    assert out.shape == () and torch.isfinite(out)
+
+
+def test_training_call_forms():
+    """The forms logit_standardization.training.methods uses."""
+    s, t, y = torch.randn(4, 10), torch.randn(4, 10), torch.tensor([0, 1, 2, 3])
+    assert torch.isfinite(lt.KDLoss(temperature=2.0, standardize=True, check_finite=False)(s, t))
+    dkd = lt.DKDLoss(alpha=9.0, beta=72.0, temperature=2.0, warmup_epochs=20, standardize=True, check_finite=False)
+    assert torch.isfinite(dkd(s, t, y, epoch=3)) and dkd.warmup_factor(3) == pytest.approx(0.15)
+    mlkd = lt.MLKDLoss(temperatures=(2.0, 3.0), kd_weight=9.0, variant="reference", standardize=True,
+                       check_finite=False)
+    assert torch.isfinite(mlkd(s, s, t, t)) and {"kd", "cc", "bc"} <= set(mlkd.last_terms)
+    ctkd = lt.CTKDLoss(t_start=1.0, t_end=20.0, init=1.0, standardize=True, check_finite=False)
+    assert torch.isfinite(ctkd(s, t, grl_lambda=-0.5))
+    assert ctkd.raw_temperature.shape == (1,) and (ctkd.t_start, ctkd.t_end) == (1.0, 20.0)
+    schedule = lt.CTKDLambdaSchedule(loops=10, max_value=0.0, min_value=-1.0, schedule="cosine")
+    assert schedule(10) == -1.0

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import logit_standardization as ls
 import logit_standardization.torch as lt
+from logit_standardization.torch import _fused
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -307,7 +308,7 @@ def test_gradcheck_custom_functions():
     s = torch.randn(3, 5, dtype=F64, generator=g, requires_grad=True)
     t = torch.randn(3, 5, dtype=F64, generator=g, requires_grad=True)
     for ddof, eps in ((1, 1e-7), (0, 0.0), (1, 0.5)):
-        assert torch.autograd.gradcheck(lambda x: lt._ZScore.apply(x, ddof, eps), (s,), fast_mode=ddof == 0)
+        assert torch.autograd.gradcheck(lambda x: _fused.ZScore.apply(x, ddof, eps), (s,), fast_mode=ddof == 0)
     taus = [2.0,  # a number (no gradient)
             torch.tensor([[[1.7]]], dtype=F64, requires_grad=True),  # one learned temperature
             torch.tensor([1.0, 2.0, 3.5], dtype=F64).reshape(1, 3, 1).requires_grad_(),  # per sample
@@ -315,11 +316,11 @@ def test_gradcheck_custom_functions():
     for i, tau in enumerate(taus):
         for standardize in (True, False):
             args = (s, t, tau) if isinstance(tau, torch.Tensor) else (s, t)
-            fn = (lambda a, b, c, st=standardize: lt._KDRows.apply(a, b, c, st, 1, 1e-7)) if len(args) == 3 else \
-                (lambda a, b, st=standardize, c=tau: lt._KDRows.apply(a, b, c, st, 1, 1e-7))
+            fn = (lambda a, b, c, st=standardize: _fused.KDRows.apply(a, b, c, st, 1, 1e-7)) if len(args) == 3 else \
+                (lambda a, b, st=standardize, c=tau: _fused.KDRows.apply(a, b, c, st, 1, 1e-7))
             # the full Jacobian once per function, the fast (random projection) check for the other cases
             assert torch.autograd.gradcheck(fn, args, fast_mode=i > 0 or not standardize)
-    assert torch.autograd.gradcheck(lambda x: lt._GradReverse.apply(x, 1.0), (s,))
+    assert torch.autograd.gradcheck(lambda x: _fused.GradReverse.apply(x, 1.0), (s,))
 
 
 def test_double_backward_is_refused():

@@ -1,0 +1,338 @@
+"""The fused autograd Functions of the PyTorch face: the speed path.
+
+Each function here computes what a composition of plain operations in
+:mod:`logit_standardization.torch.functional` computes, with an analytic backward instead of
+an autograd graph through every step (less memory saved for the backward, fewer kernels).
+The public functions of :mod:`~logit_standardization.torch.functional` call them where they
+apply; the tests check each one against the plain translation (values and gradients).
+
+* :class:`ZScore`: the Z-score along the last axis.
+* :class:`KDRows`: per-sample KD divergences with the Z-score fused in, at one temperature
+  (a number, a learned scalar or one per sample) or at a stack of ``K`` temperatures (MLKD).
+* :class:`SaturatingUpcast`: float16 to the compute dtype, saturating the gradient on the way back.
+* :class:`GradReverse`: identity forward, backward times :math:`\\lambda` (CTKD).
+* :func:`mlkd_terms`: MLKD's terms with every temperature in one batched pass per view.
+
+The Z-score is computed on rows scaled by a power of two (:func:`row_power`, ``eps`` scaled
+alike), exactly as the core does, so it never overflows; the backward scales back. The
+backward passes are first-order only (double backward raises).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Sequence
+
+import torch
+
+_AUTOCAST_AVAILABLE: dict[str, bool] = {}
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+def full_precision(device: torch.device) -> Any:
+    """A context that switches autocast off on ``device`` when it is on (statistics and
+    softmaxes must not run in half precision); a no-op context otherwise."""
+    kind = device.type
+    available = _AUTOCAST_AVAILABLE.get(kind)
+    if available is None:
+        available = _AUTOCAST_AVAILABLE[kind] = torch.amp.is_autocast_available(kind)
+    if available and torch.is_autocast_enabled(kind):
+        return torch.autocast(device_type=kind, enabled=False)
+    return _NO_CONTEXT
+
+
+def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """float32 for half-precision inputs, else the widest input float dtype."""
+    out = torch.float32
+    for d in dtypes:
+        out = torch.promote_types(out, d)
+    return out
+
+
+def _min_exponent(dtype: torch.dtype) -> int:
+    """The smallest normal binary exponent of ``dtype`` (NumPy's ``finfo.minexp``: -126 for float32)."""
+    return round(math.log2(torch.finfo(dtype).tiny))
+
+
+def row_power(x: torch.Tensor) -> torch.Tensor:
+    r""":math:`2^{-k}` per row (last axis, kept as a size-1 axis), :math:`k` the binary exponent of
+    :math:`\max_j |x_j|` (``torch.frexp``), at least the smallest normal exponent of ``x.dtype``.
+
+    An exact power of two in ``x.dtype``: multiplying by it changes no bit of an ordinary row and
+    brings the largest magnitude of any finite row into :math:`[1/2, 1)` (the core's ``rescale``).
+    """
+    _, k = torch.frexp(x.detach().abs().amax(dim=-1, keepdim=True))
+    k = k.clamp_min(_min_exponent(x.dtype))
+    return torch.exp2(k.neg().to(x.dtype))
+
+
+class SaturatingUpcast(torch.autograd.Function):
+    """Widen a float16 tensor; the backward narrows the gradient back to float16 saturating at
+    +-65504 instead of overflowing (the gradient at an exactly constant row is ~|g|/eps)."""
+
+    @staticmethod
+    def forward(ctx, x, dtype):
+        return x.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        limit = torch.finfo(torch.float16).max
+        return grad.clamp(-limit, limit).to(torch.float16), None
+
+
+def upcast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in the compute dtype (see :class:`SaturatingUpcast` for float16 inputs)."""
+    if x.dtype == torch.float16 and dtype != torch.float16 and x.requires_grad:
+        return SaturatingUpcast.apply(x, dtype)
+    return x.to(dtype)
+
+
+# ----------------------------------------------------------------------------- Z-score
+def zscore_forward(x: torch.Tensor, ddof: int, eps: float, scale: Any = 1.0):
+    r"""``scale * Z(x)`` along the last axis, and what the backward needs.
+
+    Returns ``(z, sigma, factor, power)``: the row is first multiplied by ``power``
+    (:func:`row_power`, ``eps`` too); then ``z = (x' - mean) * factor`` with
+    ``factor = scale / (eps' + s')`` (0 where ``eps' + s' == 0``: a constant row maps to zeros,
+    as in the core) and ``sigma`` the deviation :math:`s'` of the scaled row (the mean first,
+    then the root of the summed squared deviations over ``C - ddof``). ``scale`` (a number or a
+    tensor broadcasting against ``(..., 1)``) folds a ``1/temperature`` into the same pass.
+    """
+    power = row_power(x)
+    xs = x * power
+    centred = xs - xs.mean(dim=-1, keepdim=True)
+    sigma = torch.linalg.vector_norm(centred, dim=-1, keepdim=True).mul_((x.shape[-1] - ddof) ** -0.5)
+    denom = sigma.add(power * eps) if eps > 0 else sigma
+    factor = denom.reciprocal().masked_fill_(denom == 0, 0.0)
+    if not (isinstance(scale, float) and scale == 1.0):
+        factor = factor.mul_(scale)
+    return centred.mul_(factor), sigma, factor, power
+
+
+def zscore_backward(grad: torch.Tensor, z: torch.Tensor, rho: Any, sigma: torch.Tensor, factor: torch.Tensor,
+                    power: torch.Tensor, n: int, *, zero_sum: bool = False):
+    r"""Vector-Jacobian product of the Z-score (notes §1).
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{g - \bar g}{\varepsilon + s}
+            - Z(x)\,\frac{g^\top Z(x)}{n\,s}, \qquad n = C - \mathrm{ddof},
+
+    with the second term dropped where :math:`s = 0` (as autograd through ``torch.std``
+    does) and everything 0 where :math:`\varepsilon + s = 0`. ``g`` is the gradient with
+    respect to :math:`Z(x)`; ``z``, ``sigma``, ``factor`` and ``power`` come from
+    :func:`zscore_forward` with ``scale = 1/rho``, i.e. ``z = Z(x)/rho`` and
+    ``factor = 1/((eps' + s') rho)`` of the scaled row; the result is scaled back by ``power``.
+    ``zero_sum=True`` skips :math:`\bar g` for a ``g`` whose rows sum to 0 analytically
+    (the KD gradients :math:`q - p` and :math:`p \odot (\log p - \log q - \mathrm{KL})`).
+    """
+    inv_d = factor if isinstance(rho, float) and rho == 1.0 else factor * rho
+    coef = torch.linalg.vecdot(grad, z, dim=-1).unsqueeze_(-1)
+    # (g . Z) / (n s), times rho; 0/0 at s = 0 (then z = 0 too) becomes 0
+    coef = coef.div_(sigma * (n / (rho * rho))).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    if zero_sum:
+        out = torch.mul(grad, inv_d).addcmul_(z, coef, value=-1)
+    else:
+        out = torch.addcmul(grad.mean(dim=-1, keepdim=True).mul_(inv_d).neg_(), z, coef, value=-1)
+        out = out.addcmul_(grad, inv_d)
+    return out.mul_(power)
+
+
+class ZScore(torch.autograd.Function):
+    """``Z(x)`` along the last axis (no temperature) with the analytic backward."""
+
+    @staticmethod
+    def forward(ctx, x, ddof: int, eps: float):
+        z, sigma, factor, power = zscore_forward(x, ddof, eps)
+        ctx.save_for_backward(z, sigma, factor, power)
+        ctx.n = x.shape[-1] - ddof
+        return z
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        z, sigma, factor, power = ctx.saved_tensors
+        with full_precision(grad.device):
+            return zscore_backward(grad, z, 1.0, sigma, factor, power, ctx.n), None, None
+
+
+# ----------------------------------------------------------------------------- KD rows
+class KDRows(torch.autograd.Function):
+    r"""Per-sample KD divergences, standardization fused in, at one or ``K`` temperatures.
+
+    ``s, t``: ``(B, C)``. ``tau``: a number, or a tensor of shape ``(1, B or 1, 1)`` (one
+    temperature, possibly per sample; output ``(B,)``) or ``(K, 1, 1)`` (output ``(K, B)``).
+    Row value :math:`r = \tau^2\,\mathrm{KL}(p \,\|\, q)`, :math:`p = \mathrm{softmax}(\tilde t/\tau)`,
+    :math:`q = \mathrm{softmax}(\tilde s/\tau)`, :math:`\tilde x = Z(x)` (``x`` itself
+    without standardization). Gradients:
+
+    .. math::
+
+        \frac{\partial r}{\partial \tilde s} = \tau\,(q - p), \qquad
+        \frac{\partial r}{\partial \tilde t} = \tau\,w, \quad w = p \odot (\log p - \log q - \mathrm{KL}),
+
+    .. math::
+
+        \frac{\partial r}{\partial \tau} = 2\tau\,\mathrm{KL} - (q - p)^\top \tilde s - w^\top \tilde t,
+
+    followed by :func:`zscore_backward` for ``s`` and ``t``. With one temperature its
+    reciprocal is folded into the standardization pass (the saved ``zs`` is then
+    :math:`\tilde s/\tau`).
+    """
+
+    @staticmethod
+    def forward(ctx, s, t, tau, standardize: bool, ddof: int, eps: float):
+        need_s, need_t, need_tau = ctx.needs_input_grad[:3]
+        scalar = not isinstance(tau, torch.Tensor)
+        fold = scalar or tau.shape[0] == 1
+        if fold:
+            rho = tau if scalar else tau[0]  # number or (B or 1, 1)
+            scale = 1.0 / rho
+            tau2 = rho * rho if scalar else rho.squeeze(-1).square()
+        else:
+            rho, scale, tau2 = 1.0, 1.0, tau.squeeze(-1).square()  # (K, 1)
+        keep_t = need_t or need_tau
+        # teacher first, so its standardized copy can be dropped early (peak memory)
+        if standardize:
+            zt, sig_t, f_t, pow_t = zscore_forward(t, ddof, eps, scale)
+        else:
+            zt, sig_t, f_t, pow_t = (t * scale if fold else t), None, None, None
+        logp = torch.log_softmax(zt if fold else zt / tau, dim=-1)
+        if not keep_t:
+            zt = sig_t = f_t = pow_t = None
+        p = logp.exp()
+        if standardize:
+            zs, sig_s, f_s, pow_s = zscore_forward(s, ddof, eps, scale)
+        else:
+            zs, sig_s, f_s, pow_s = (s * scale if fold else s), None, None, None
+        logq = torch.log_softmax(zs if fold else zs / tau, dim=-1)
+        lr = logp.sub_(logq)  # log p - log q
+        # 0 log 0 = 0: an underflowed p contributes nothing, also where log q is -inf
+        lr = lr.masked_fill_(p == 0, 0.0)
+        kl = torch.linalg.vecdot(p, lr, dim=-1)
+        diff = logq.exp_().sub_(p) if (need_s or need_tau) else None  # q - p
+        del logq
+        w = p.mul_(lr.sub_(kl.unsqueeze(-1))) if keep_t else None  # p (log p - log q - KL)
+        del p, lr
+        ctx.meta = (standardize, s.shape[-1] - ddof, fold, scalar, rho if scalar else None)
+        ctx.save_for_backward(None if scalar else tau, zs, zt, diff, w,
+                              kl if need_tau else None, sig_s, f_s, pow_s, sig_t, f_t, pow_t)
+        return kl * tau2
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        tau, zs, zt, diff, w, kl, sig_s, f_s, pow_s, sig_t, f_t, pow_t = ctx.saved_tensors
+        standardize, n, fold, scalar, rho = ctx.meta
+        need_s, need_t, need_tau = ctx.needs_input_grad[:3]
+        gs = gt = gtau = None
+        with full_precision(grad.device):
+            if fold:
+                if not scalar:
+                    rho = tau[0]  # (B or 1, 1)
+                g_tau = grad.unsqueeze(-1) * rho  # (B, 1)
+            else:
+                rho = 1.0
+                g_tau = (grad * tau.squeeze(-1)).unsqueeze(-1)  # (K, B, 1)
+            if need_s:
+                gz = diff * g_tau if fold else (diff * g_tau).sum(0)
+                gs = zscore_backward(gz, zs, rho, sig_s, f_s, pow_s, n, zero_sum=True) if standardize else gz
+            if need_t:
+                gz = w * g_tau if fold else (w * g_tau).sum(0)
+                gt = zscore_backward(gz, zt, rho, sig_t, f_t, pow_t, n, zero_sum=True) if standardize else gz
+            if need_tau:
+                # the saved zs, zt are Z/tau when folded: multiplying by tau converts back
+                proj = torch.linalg.vecdot(diff, zs, dim=-1) + torch.linalg.vecdot(w, zt, dim=-1)
+                tau_r = tau.squeeze(-1)  # (1, B or 1) or (K, 1)
+                if fold:
+                    gtau = grad * tau_r[0] * (2.0 * kl - proj)  # (B,)
+                    gtau = gtau.sum().reshape(1, 1, 1) if tau.shape[1] == 1 else gtau.reshape(1, -1, 1)
+                else:
+                    gtau = (grad * (2.0 * tau_r * kl - proj)).sum(1).reshape(-1, 1, 1)
+        return gs, gt, gtau, None, None, None
+
+
+# ----------------------------------------------------------------------------- gradient reversal
+class GradReverse(torch.autograd.Function):
+    """Identity forward; the backward multiplies the gradient by ``lambda_`` (a number or tensor)."""
+
+    @staticmethod
+    def forward(ctx, x, lambda_):
+        ctx.lambda_ = lambda_
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        lam = ctx.lambda_
+        if isinstance(lam, torch.Tensor):
+            lam = lam.to(device=grad.device, dtype=grad.dtype)
+        return grad * lam, None
+
+
+# ----------------------------------------------------------------------------- MLKD, batched
+def _correlation_terms(s: torch.Tensor, t: torch.Tensor, tau: torch.Tensor, class_weights=None, batch_weights=None):
+    r"""MLKD's class and batch correlation sums at ``K`` temperatures (``tau``: ``(K, 1, 1)``).
+
+    With :math:`P = \mathrm{softmax}(x/\tau_k)` (raw logits), returns two ``(K,)`` tensors:
+    :math:`\sum (P_t^\top P_t - P_s^\top P_s)^2` and :math:`\sum (P_t P_t^\top - P_s P_s^\top)^2`,
+    columns weighted by ``class_weights`` / ``batch_weights`` when given.
+    """
+    ps = torch.softmax(s.unsqueeze(0) / tau, dim=-1)
+    pt = torch.softmax(t.unsqueeze(0) / tau, dim=-1)
+    out = []
+    for classes, weights in ((True, class_weights), (False, batch_weights)):
+        if classes:
+            sq = (pt.mT @ pt - ps.mT @ ps).square()
+        else:
+            sq = (pt @ pt.mT - ps @ ps.mT).square()
+        if weights is not None:
+            sq = sq * weights
+        out.append(sq.sum(dim=(1, 2)))
+    return out[0], out[1]
+
+
+def _unique(values: Sequence[float]) -> tuple[list[float], list[int]]:
+    """Distinct values in order of appearance, and the position of each input among them."""
+    uniq: list[float] = []
+    where = []
+    for v in values:
+        if v not in uniq:
+            uniq.append(v)
+        where.append(uniq.index(v))
+    return uniq, where
+
+
+def mlkd_terms(sw: torch.Tensor, ss: torch.Tensor, tw: torch.Tensor, ts: torch.Tensor, mask: torch.Tensor,
+               cmask: torch.Tensor, *, temperatures: Sequence[float], standardize: bool, variant: str, ddof: int,
+               eps: float) -> dict[str, torch.Tensor]:
+    """MLKD's unweighted ``kd``, ``cc``, ``bc`` of checked logits in the compute dtype, every
+    temperature evaluated once in one batched :class:`KDRows` call per view (a repeated
+    temperature is weighted by its count); ``mask``/``cmask`` from ``confidence_masks``."""
+    dtype, dev = sw.dtype, sw.device
+    b, c = sw.shape
+    uniq, where = _unique(temperatures)
+    k = len(uniq)
+    count = [where.count(i) for i in range(k)]
+    late = [sum(1 for j in range(3, len(temperatures)) if where[j] == i) for i in range(k)]
+    consts = torch.tensor([uniq, count, late], dtype=dtype, device=dev)
+    taus, count_t, late_t = consts[0].reshape(k, 1, 1), consts[1], consts[2]
+    weak = KDRows.apply(sw, tw, taus, standardize, ddof, eps).reshape(k, b)
+    if variant == "reference":
+        m_bar, c_bar = mask.mean(), cmask.mean()
+        # positions 1-3 use the strong view, positions 4, 5, ... the weak one (``late``)
+        suniq, swhere = _unique(list(temperatures[:3]))
+        sconsts = torch.tensor([suniq, [swhere.count(i) for i in range(len(suniq))]], dtype=dtype, device=dev)
+        strong = KDRows.apply(ss, ts, sconsts[0].reshape(-1, 1, 1), standardize, ddof, eps).reshape(-1, b)
+        kd = (torch.addcmul(late_t, count_t, m_bar) * weak.mean(1)).sum() + (sconsts[1] * strong.mean(1)).sum()
+        cc_k, bc_k = _correlation_terms(sw, tw, taus)
+        cc = c_bar * (count_t * cc_k).sum() / c
+        bc = m_bar * (count_t * bc_k).sum() / b
+    else:
+        strong = KDRows.apply(ss, ts, taus, standardize, ddof, eps).reshape(k, b)
+        kd = (count_t * ((weak * mask).mean(1) + strong.mean(1))).sum()
+        cw, bw = _correlation_terms(sw, tw, taus, cmask, mask)
+        cs, bs = _correlation_terms(ss, ts, taus, cmask, mask)
+        cc = (count_t * (cw + cs)).sum() / c
+        bc = (count_t * (bw + bs)).sum() / b
+    return {"kd": kd, "cc": cc, "bc": bc}
