@@ -28,7 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 GUARD = "LSKD_KERAS_BACKEND_SUBPROCESS"  # set in the subprocesses: never recurse
 KERAS_TEST_FILES = ["tests/backends/test_keras_functions.py", "tests/backends/test_keras_losses.py",
-                    "tests/backends/test_keras_training.py", "logit_standardization/keras.py"]
+                    "tests/backends/test_keras_training.py", "logit_standardization/keras"]
 OTHER_BACKEND = {"tensorflow": "torch", "torch": "tensorflow", "jax": "tensorflow"}[keras.backend.backend()]
 
 pytestmark = pytest.mark.skipif(os.environ.get(GUARD) is not None, reason="already inside a backend subprocess")

@@ -89,7 +89,7 @@ def test_signature_matches_core(name):
 
 
 def test_module_is_keras_backend_not_shadowing_keras():
-    # logit_standardization/keras.py must import the real Keras package
+    # the package logit_standardization.keras (and its modules) must import the real Keras package
     assert K.keras is keras and K.keras.__name__ == "keras"
     assert K.__name__ == "logit_standardization.keras"
     assert issubclass(K.KDLoss, keras.losses.Loss)

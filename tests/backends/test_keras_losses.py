@@ -12,12 +12,15 @@ import importlib.util
 if importlib.util.find_spec("triton") is not None:
     import triton  # noqa: F401
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
 import logit_standardization as core
+from logit_standardization import _checks
 import logit_standardization.keras as K
 
 BACKEND = keras.backend.backend()
@@ -115,16 +118,67 @@ def test_dkdloss_is_core_dkd_plus_ce_with_warmup():
     np.testing.assert_allclose(to_np(loss(K.pack_targets(T, Y), S)), expected.mean(), rtol=RTOL_REDUCED)
     rows = K.DKDLoss(alpha=9.0, beta=72.0, ce_weight=1.0, reduction="none", dtype="float64")
     np.testing.assert_allclose(to_np(rows(K.pack_targets(T, Y), S)), expected, rtol=1e-12)  # exact
-    assert loss.warmup_factor == 1.0
+    assert loss.warmup_epochs == 20 and loss.warmup_factor == 1.0  # epoch unset: no warm-up factor
 
-    warm = K.DKDLoss(alpha=9.0, beta=72.0, warmup_epochs=20, ce_weight=1.0, dtype="float64")
+    warm = K.DKDLoss(alpha=9.0, beta=72.0, kd_weight=0.5, ce_weight=1.0, dtype="float64")
     dkd = core.dkd_loss(S, T, Y, alpha=9.0, beta=72.0, reduction="none")
-    for epoch, factor in [(None, 0.05), (1, 0.05), (5, 0.25), (20, 1.0), (37, 1.0)]:
-        if epoch is not None:
-            warm.set_epoch(epoch)
-        assert warm.warmup_factor == pytest.approx(factor)
+    for epoch, factor in [(None, 1.0), (1, 0.05), (5, 0.25), (7.5, 0.375), (20, 1.0), (37, 1.0), (None, 1.0)]:
+        warm.set_epoch(epoch)
+        assert warm.warmup_factor == (1.0 if epoch is None else core.dkd_warmup(epoch))
         np.testing.assert_allclose(to_np(warm(K.pack_targets(T, Y), S, sample_weight=W)),
-                                   np.sum((factor * dkd + ce_rows(S, Y)) * W) / B, rtol=1e-6)
+                                   np.sum((0.5 * factor * dkd + ce_rows(S, Y)) * W) / B, rtol=1e-6)
+
+
+def test_dkdloss_refuses_a_negative_epoch_from_the_callback_or_the_variable():
+    loss = K.DKDLoss(warmup_epochs=4)
+    with pytest.raises(ValueError, match=r"^DKDLoss: argument 'epoch' must be finite and >= 0; got -1$"):
+        loss.set_epoch(-1)
+    with pytest.raises(TypeError, match=r"^DKDLoss: argument 'epoch' must be a real number; got 'x'$"):
+        loss.set_epoch("x")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(C)])
+    model.compile(loss=loss)
+    callback = K.EpochSchedule()
+    callback.set_model(model)
+    with pytest.raises(ValueError, match=r"DKDLoss: argument 'epoch' must be finite and >= 0; got -1"):
+        callback.on_epoch_begin(-2)  # epochs are 0-based in Keras, 1-based here
+    loss.epoch.assign(-3.0)  # set through the variable: an eager call refuses it
+    with pytest.raises(ValueError, match=r"DKDLoss: argument 'epoch' must be finite and >= 0; got -3.0"):
+        loss(K.pack_targets(T.astype(np.float32), Y), S.astype(np.float32))
+
+
+def test_loss_classes_expose_their_weighted_terms():
+    targets = K.pack_targets(T, Y)
+    loss = K.KDLoss(kd_weight=9.0, ce_weight=0.1, dtype="float64")
+    loss(targets, S)
+    assert sorted(loss.last_terms) == ["ce", "kd"]
+    np.testing.assert_allclose(to_np(loss.last_terms["kd"]), 9.0 * core.kd_loss(S, T), rtol=1e-9)
+    np.testing.assert_allclose(to_np(loss.last_terms["ce"]), 0.1 * ce_rows(S, Y).mean(), rtol=1e-9)
+    dkd = K.DKDLoss(kd_weight=2.0, dtype="float64")
+    dkd(targets, S)
+    assert sorted(dkd.last_terms) == ["kd"]
+    np.testing.assert_allclose(to_np(dkd.last_terms["kd"]), 2.0 * core.dkd_loss(S, T, Y), rtol=1e-9)
+
+
+def test_loss_class_signatures_follow_the_spec():
+    def names(cls):
+        return [p for p in inspect.signature(cls).parameters if p not in ("name", "dtype")]
+
+    assert names(K.KDLoss) == ["temperature", "standardize", "ddof", "eps", "kd_weight", "ce_weight", "reduction"]
+    assert names(K.DKDLoss) == ["alpha", "beta", "temperature", "warmup_epochs", "standardize", "ddof", "eps",
+                                "kd_weight", "ce_weight", "reduction"]
+    assert names(K.CTKDLoss) == ["t_start", "t_end", "init", "loops", "max_value", "min_value", "schedule",
+                                 "standardize", "ddof", "eps", "kd_weight", "ce_weight", "reduction",
+                                 "instance_wise", "num_classes", "hidden_features"]
+    # shared hyperparameters default to the core function's defaults
+    for cls, fn in [(K.KDLoss, core.kd_loss), (K.DKDLoss, core.dkd_loss), (K.CTKDLoss, core.ctkd_temperature),
+                    (K.CTKDLoss, core.ctkd_lambda), (K.DKDLoss, core.dkd_warmup)]:
+        ours, theirs = inspect.signature(cls).parameters, inspect.signature(fn).parameters
+        for name in set(ours) & set(theirs) - {"reduction", "epoch"}:
+            assert ours[name].default == theirs[name].default, (cls.__name__, name)
+    for cls in (K.KDLoss, K.DKDLoss, K.CTKDLoss):
+        params = inspect.signature(cls).parameters
+        assert params["kd_weight"].default == 1.0 and params["ce_weight"].default == 0.0
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
 
 
 def test_ctkdloss_is_kd_at_the_ctkd_temperature():
@@ -132,6 +186,10 @@ def test_ctkdloss_is_kd_at_the_ctkd_temperature():
     tau = core.ctkd_temperature(-0.5, t_start=2.0, t_end=10.0)
     assert loss.current_temperature == pytest.approx(tau, rel=1e-6)
     np.testing.assert_allclose(to_np(loss(T, S)), 2.0 * core.kd_loss(S, T, temperature=tau), rtol=1e-6)
+    full = K.CTKDLoss(init=-0.5, t_start=2.0, t_end=10.0, ddof=0, eps=0.0, kd_weight=3.0, ce_weight=0.5,
+                      reduction="none", dtype="float64")
+    expected = 3.0 * core.kd_loss(S, T, temperature=tau, ddof=0, eps=0.0, reduction="none") + 0.5 * ce_rows(S, Y)
+    np.testing.assert_allclose(to_np(full(K.pack_targets(T, Y), S)), expected, rtol=1e-6)
     assert loss.grl_lambda == pytest.approx(core.ctkd_lambda(1))
     loss.set_epoch(4)
     assert loss.grl_lambda == pytest.approx(core.ctkd_lambda(4))
@@ -146,6 +204,7 @@ LOSSES = [
     K.DKDLoss(alpha=9.0, beta=72.0, warmup_epochs=20, ce_weight=1.0, reduction="none"),
     K.CTKDLoss(),
     K.CTKDLoss(t_start=2.0, t_end=30.0, init=0.5, loops=5, schedule="linear", kd_weight=9.0, ce_weight=0.1),
+    K.CTKDLoss(ddof=0, eps=0.0, reduction="sum", num_classes=5, hidden_features=16, standardize=False),
 ]
 
 
@@ -195,27 +254,57 @@ def test_loss_rejects_bad_targets(loss, y_true, match):
         loss(y_true, S)
 
 
+# (class, argument, bad value): the message is check_hyper's, naming the class
+BAD_HYPER = [
+    (cls, name, bad)
+    for cls in (K.KDLoss, K.DKDLoss, K.CTKDLoss)
+    for name, bad in [("standardize", "yes"), ("ddof", -1), ("ddof", 1.0), ("eps", -1e-7), ("eps", "0"),
+                      ("kd_weight", -1.0), ("kd_weight", float("nan")), ("ce_weight", -0.1), ("ce_weight", None)]
+] + [
+    (K.KDLoss, "temperature", 0.0), (K.KDLoss, "temperature", "2"), (K.DKDLoss, "temperature", -1.0),
+    (K.DKDLoss, "alpha", -1.0), (K.DKDLoss, "beta", float("nan")), (K.DKDLoss, "beta", "8"),
+    (K.DKDLoss, "warmup_epochs", "x"), (K.DKDLoss, "warmup_epochs", 20.5), (K.DKDLoss, "warmup_epochs", 0),
+    (K.DKDLoss, "warmup_epochs", None), (K.DKDLoss, "warmup_epochs", True),
+    (K.CTKDLoss, "t_start", -1.0), (K.CTKDLoss, "t_end", 0.0), (K.CTKDLoss, "init", float("inf")),
+    (K.CTKDLoss, "loops", 0), (K.CTKDLoss, "loops", 2.0), (K.CTKDLoss, "max_value", "0"),
+    (K.CTKDLoss, "min_value", float("nan")), (K.CTKDLoss, "schedule", "step"), (K.CTKDLoss, "instance_wise", 1),
+    (K.CTKDLoss, "num_classes", 1), (K.CTKDLoss, "num_classes", 10.0), (K.CTKDLoss, "hidden_features", 0),
+    (K.StandardizedLogitsDistillation, "temperature", -2.0), (K.StandardizedLogitsDistillation, "kd_weight", -1.0),
+    (K.StandardizedLogitsDistillation, "ddof", 0.5), (K.StandardizedLogitsDistillation, "eps", -1.0),
+    (K.StandardizedLogitsDistillation, "standardize", None),
+]
+
+
+@pytest.mark.parametrize("cls,name,bad", BAD_HYPER, ids=[f"{c.__name__}-{n}-{b!r}" for c, n, b in BAD_HYPER])
+def test_bad_hyperparameters_raise_the_check_hyper_message(cls, name, bad):
+    with pytest.raises((TypeError, ValueError)) as ref:
+        _checks.check_hyper(cls.__name__, **{name: bad})
+    with pytest.raises(ref.type) as ours:
+        cls(**{name: bad})
+    assert str(ours.value) == str(ref.value)
+
+
 @pytest.mark.parametrize(
     "make,error,match",
     [
-        (lambda: K.KDLoss(temperature=0.0), ValueError, r"KDLoss: argument 'temperature' must be finite and > 0; got 0.0"),
-        (lambda: K.KDLoss(ce_weight=-1.0), ValueError, r"KDLoss: argument 'ce_weight' must be finite and >= 0"),
-        (lambda: K.KDLoss(standardize="yes"), TypeError, r"KDLoss: argument 'standardize' must be a bool"),
         (lambda: K.KDLoss(dtype="float16"), ValueError, r"KDLoss: argument 'dtype' must be float32 or float64"),
         (lambda: K.KDLoss(dtype="mixed_bfloat16"), ValueError, r"KDLoss: argument 'dtype' must be float32 or float64"),
-        (lambda: K.KDLoss(reduction="batchmean"), ValueError, r"Invalid value for argument `reduction`"),
-        (lambda: K.DKDLoss(warmup_epochs=0), ValueError, r"DKDLoss: argument 'warmup_epochs' must be None or an int >= 1"),
-        (lambda: K.DKDLoss(beta=float("nan")), ValueError, r"DKDLoss: argument 'beta' must be finite"),
-        (lambda: K.CTKDLoss(temperature=2.0), TypeError, r"CTKDLoss: argument 'temperature' must be left out"),
-        (lambda: K.CTKDLoss(loops=0), ValueError, r"ctkd_lambda: argument 'loops' must be an int >= 1"),
-        (lambda: K.CTKDLoss(schedule="step"), ValueError, r"ctkd_lambda: argument 'schedule' must be one of"),
-        (lambda: K.StandardizedLogitsDistillation(temperature=-2.0), ValueError,
-         r"StandardizedLogitsDistillation: argument 'temperature' must be finite and > 0"),
+        (lambda: K.KDLoss(reduction="batchmean"), ValueError,
+         r"^KDLoss: argument 'reduction' must be one of 'sum_over_batch_size', .*; got 'batchmean'$"),
+        (lambda: K.CTKDLoss(instance_wise=True), ValueError,
+         r"^CTKDLoss: argument 'instance_wise' must be False \(the Keras CTKDLoss learns one global temperature"),
+        (lambda: K.CTKDLoss(temperature=2.0), TypeError, r"unexpected keyword argument 'temperature'"),
+        (lambda: K.StandardizedLogitsDistillation(loss=None), ValueError,
+         r"StandardizedLogitsDistillation: argument 'loss' must be a loss, or a structure"),
+        (lambda: K.StandardizedLogitsDistillation(loss="no_such_loss"), ValueError, r"Could not interpret|Unknown"),
         (lambda: K.Distiller(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), "student"), TypeError,
          r"Distiller: argument 'student' must be a keras.Model; got str"),
+        (lambda: K.Distiller(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]),
+                             keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), ce_weight=-1.0), ValueError,
+         r"^Distiller: argument 'ce_weight' must be finite and >= 0; got -1.0$"),
     ],
 )
-def test_bad_hyperparameters_raise_named_errors(make, error, match):
+def test_bad_arguments_raise_named_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
 
