@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from logit_standardization.training.data import build_transform, seed_worker
-from logit_standardization.training.engine import Distiller, train_step
+from logit_standardization.training.engine import StudentWithLoss, train_step
 from logit_standardization.training.methods import build_method
 from logit_standardization.training.models import create_model
 from logit_standardization.training.recipes import load_recipe
@@ -109,7 +109,7 @@ def main() -> None:
         x_cl = x.contiguous(memory_format=torch.channels_last)
     else:
         teacher_cl, x_cl = teacher, x
-    distiller = Distiller(students["engine"], method, device=device, amp=amp)
+    distiller = StudentWithLoss(students["engine"], method, device=device, amp=amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
     def plain_step() -> None:

@@ -22,7 +22,8 @@ Example:
     [1, 8, 8]
 
 Exit codes of ``lskd-export`` are the ``exit_code`` attributes of the error classes
-(:data:`EXIT_CODES`).
+(:data:`EXIT_CODES`); 2 is a usage or setup error (:class:`SetupError`, a missing optional
+dependency, a bad option).
 """
 
 from ._api import ExportReport, export_onnx, reference_function
@@ -38,6 +39,7 @@ from ._errors import (
     OutputExistsError,
     OutputNotWritableError,
     ProviderUnavailableError,
+    SetupError,
     StateDictMismatchError,
     UnknownArchitectureError,
     UnsafeCheckpointError,
@@ -71,6 +73,7 @@ __all__ = [
     "OutputExistsError",
     "OutputNotWritableError",
     "ProviderUnavailableError",
+    "SetupError",
     "StateDictMismatchError",
     "Student",
     "UnknownArchitectureError",

@@ -20,6 +20,7 @@ from ._errors import (
     ConversionError,
     OutputExistsError,
     OutputNotWritableError,
+    SetupError,
     VerificationError,
 )
 from ._runtime import PROVIDERS, Benchmark, Verification, benchmark, resolve_providers, verify
@@ -177,6 +178,46 @@ def _check_args(batch, fp16, fp16_io, int8, calibration_data, provider, exporter
     return batch
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_output_is_not_source(output: Path, checkpoint: Path) -> None:
+    """Refuse an output that is the checkpoint: the same path, a symbolic link or a hard link to it."""
+    if _same_file(output, checkpoint) or output.resolve() == checkpoint.resolve():
+        how = ("is" if output.absolute() == checkpoint.absolute() else
+               "is a link to" if output.is_symlink() else "is the same file as (a hard link to)")
+        raise SetupError(f"output {str(output)!r} {how} the checkpoint {str(checkpoint)!r}; writing it would "
+                         "destroy the source (even with --force): choose another output with -o")
+
+
+def _check_input_size(student: Student) -> None:
+    """Run the source model once on a zero batch of ``input_size``; refuse a size the network cannot take."""
+    if student.framework != "torch":
+        return  # a Keras model's input size is its own input shape
+    import torch
+
+    size = tuple(student.input_size)
+    try:
+        with torch.no_grad():
+            out = student.model(torch.zeros(1, *size))
+        shape = tuple(out.shape)
+    except Exception as exc:  # noqa: BLE001 - any failure of the forward pass means the size does not fit
+        text = str(exc).strip()
+        reason = f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__
+        raise SetupError(
+            f"input size {list(size)} does not fit {student.arch!r} ({reason}); the checkpoint's 'input_size' "
+            f"must be one input (C, H, W) the network was built for"
+            + (f" (dataset {student.dataset!r})" if student.dataset else "")
+        ) from None
+    if shape != (1, student.num_classes):
+        raise SetupError(f"input size {list(size)} gives {student.arch!r} logits of shape {shape}, not "
+                         f"(1, {student.num_classes}); the checkpoint's 'input_size' does not fit the network")
+
+
 def _prepare_output(output: Path, force: bool) -> Path:
     """Refuse an existing output without ``force``; create and return a private work directory."""
     if output.exists() and not force:
@@ -254,13 +295,16 @@ def export_onnx(
         exporter: ``"auto"`` (``torch.export``-based, TorchScript fallback), ``"dynamo"`` or
             ``"torchscript"``; ignored for Keras.
         force: overwrite an existing output.
-        log: called with progress lines.
+        log: called with progress lines (loading, exporting, benchmarking); the verification
+            lines and notes are in the report, not repeated here.
 
     Returns:
         An :class:`ExportReport`.
 
     Raises:
         ValueError: contradictory or malformed arguments.
+        SetupError: ``output`` is the checkpoint itself (same path, symbolic or hard link),
+            even with ``force``; or the input size does not fit the network.
         ExportError: a subclass per failure (missing or unsafe checkpoint, unknown
             architecture, weight mismatch, existing or unwritable output, conversion failure,
             unavailable provider, bad calibration data, verification failure).
@@ -277,6 +321,7 @@ def export_onnx(
         )
     tag = "fp16" if fp16 else "int8" if int8 else "fp32"
     output = Path(output) if output is not None else _default_output(checkpoint, tag)
+    _check_output_is_not_source(output, checkpoint)
     if verify_outputs or run_benchmark:
         resolve_providers(provider)  # fail fast on --provider cuda without a CUDA build
 
@@ -284,6 +329,7 @@ def export_onnx(
     try:
         student = load_student(checkpoint, arch=arch, dataset=dataset, num_classes=num_classes)
         say(f"loaded {student.arch} ({student.dataset or student.framework}) from {student.source_format}")
+        _check_input_size(student)
         notes = list(student.notes)
         calibration = None
         if calibration_data is not None:
@@ -302,8 +348,8 @@ def export_onnx(
             used, external = _convert.export_keras(student.model, fp32_path, opset=opset, batch=fixed_batch), False
         else:
             used, external, export_notes = _convert.export_torch(
-                student.model, student.input_size, fp32_path, opset=opset, batch=fixed_batch, exporter=exporter, log=say
-            )
+                student.model, student.input_size, fp32_path, opset=opset, batch=fixed_batch, exporter=exporter
+            )  # its notes are printed once, with the report
             notes += export_notes
         if external and reduced:
             raise ConversionError("float16/int8 conversion of a model over 2 GiB is not supported; export float32")
@@ -314,7 +360,7 @@ def export_onnx(
             "num_classes": student.num_classes,
             "input_size": list(student.input_size),
             "input_layout": student.layout,
-            "normalization": student.normalization or {},
+            **({"normalization": student.normalization} if student.normalization else {}),
             "batch": "dynamic" if fixed_batch is None else fixed_batch,
             "exporter": used,
             "source_format": student.source_format,
@@ -328,7 +374,6 @@ def export_onnx(
         checks: list[Verification] = []
         if verify_outputs:
             checks.append(verify(fp32_path, reference, student.input_size, batch_sizes=sizes, atol=atol, provider=provider))
-            say(checks[-1].describe())
 
         final_path, precision = fp32_path, "fp32"
         if reduced:
@@ -345,7 +390,6 @@ def export_onnx(
                     min_top1=min_top1, provider=provider, inputs=_first_samples(calibration, 64),
                 )  # fmt: skip
                 checks.append(check)
-                say(check.describe())
 
         os.replace(final_path, output)
         if external:
@@ -383,8 +427,8 @@ def export_onnx(
     failed = [v for v in checks if not v.passed]
     if failed:
         raise VerificationError(
-            "verification failed; the file was written but does not match its source model:\n"
-            + "\n".join(v.describe() for v in failed),
+            f"verification failed; {str(output)!r} was written but does not match its source model: "
+            + "; ".join(v.describe() for v in failed),
             report,
         )
     return report

@@ -254,9 +254,10 @@ def finalize(path: Path, metadata: dict[str, Any], *, batch: int | None, externa
         entry = model.metadata_props.add()
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value)
+    how = "normalized with metadata 'normalization'" if metadata.get("normalization") else "(no normalization recorded)"
     model.doc_string = (
         f"{metadata.get('arch', 'model')} classifier: input '{INPUT_NAME}' "
-        f"{metadata.get('input_layout', '')} normalized with metadata 'normalization', output '{OUTPUT_NAME}'."
+        f"{metadata.get('input_layout', '')} {how}, output '{OUTPUT_NAME}'."
     )
     tmp = path.with_name(path.name + ".tmp")
     if external_data:

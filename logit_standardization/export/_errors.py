@@ -48,6 +48,17 @@ class StateDictMismatchError(ExportError, ValueError):
     exit_code = 7
 
 
+class SetupError(ExportError, ValueError):
+    """The command cannot work as given: the output is the source checkpoint itself (the same
+    path, a symbolic or a hard link to it), or the input size does not fit the network.
+
+    Exit status 2, like a command-line usage error; not in :data:`EXIT_CODES`, which lists
+    the codes above 2.
+    """
+
+    exit_code = 2
+
+
 class OutputExistsError(ExportError, FileExistsError):
     """The output file exists and ``force`` was not given."""
 

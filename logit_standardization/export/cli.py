@@ -6,13 +6,19 @@ Usage::
                 [--int8 [--calibration-data DIR]] [--no-verify] [--atol X] [--min-top1 X]
                 [--provider auto|cpu|cuda] [--benchmark] [--exporter auto|dynamo|torchscript]
                 [--force] [--arch NAME --dataset NAME --num-classes N] [--json] [--quiet]
+    lskd-export --version
 
-Exit status: 0 success; 2 command-line usage error; otherwise the ``exit_code`` of the
-failure (see :data:`logit_standardization.export.EXIT_CODES`): 3 checkpoint not found,
+Exit status: 0 success; 2 usage or setup error (a bad or abbreviated option, an output that
+is the checkpoint itself -- same path, symbolic or hard link -- even with ``--force``, an
+input size the network cannot take, a missing optional dependency: one line on stderr says
+what to fix); otherwise the ``exit_code`` of the failure (see :data:`logit_standardization.export.EXIT_CODES`): 3 checkpoint not found,
 4 unsafe checkpoint refused, 5 unrecognised checkpoint or missing metadata, 6 unknown
 architecture or dataset, 7 weights do not fit the architecture, 8 output exists (no
 ``--force``), 9 output not writable, 10 verification failed, 11 conversion failed,
 12 execution provider unavailable, 13 bad calibration data.
+
+Output: progress lines (loading, exporting) on stderr, the report on stdout; each line is
+printed once.
 """
 
 from __future__ import annotations
@@ -49,13 +55,17 @@ def _sizes(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lskd-export`` argument parser (its ``--help`` is the command's reference)."""
+    from .. import __version__
+
     p = argparse.ArgumentParser(
         prog="lskd-export",
+        allow_abbrev=False,
         description="Export a trained student (student.pt, best.pt/last.pt, a reference {'model': state_dict} "
         "file or plain state dict with --arch, or a Keras .keras file) to one ONNX file, then verify it in "
         "ONNX Runtime against the source model.",
         epilog="Example: lskd-export runs/cifar100/kd_ls/resnet32x4-resnet8x4/student.pt --onnx --benchmark",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("checkpoint", help="the checkpoint to export")
     p.add_argument("--onnx", action="store_true", help="export to ONNX (the only format; accepted for clarity)")
     p.add_argument("-o", "--output", metavar="OUT", help="output .onnx file (default: the checkpoint's name with "
@@ -100,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fp16_io and not args.fp16:
         parser.error("--fp16-io needs --fp16")
 
+    from ..training._errors import missing_dependency
     from ._api import export_onnx
     from ._errors import ExportError, VerificationError
 
@@ -131,13 +142,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             log=log,
         )
     except VerificationError as exc:
-        if exc.report is not None:
-            print(json.dumps(exc.report.to_dict(), indent=2) if args.json else exc.report.summary())
-        print(f"lskd-export: error: {exc}", file=sys.stderr)
+        if exc.report is None:
+            print(f"lskd-export: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        print(json.dumps(exc.report.to_dict(), indent=2) if args.json else exc.report.summary())
+        failed = ", ".join(v.precision for v in exc.report.verifications if not v.passed)
+        print(f"lskd-export: error: verification failed ({failed}; the numbers are in the report): "
+              f"{str(exc.report.output)!r} was written but does not match its source model", file=sys.stderr)
         return exc.exit_code
     except ExportError as exc:
         print(f"lskd-export: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ImportError as exc:  # a core-only install: torch, onnx, onnxruntime are the [onnx] extra
+        name = (exc.name or "").split(".")[0]
+        extra = "keras-onnx" if name in ("keras", "tensorflow", "tf2onnx") else "onnx"
+        print(f"lskd-export: error: {missing_dependency(exc, extra)}", file=sys.stderr)
+        return 2
     except ValueError as exc:  # contradictory arguments caught by the library
         print(f"lskd-export: error: {exc}", file=sys.stderr)
         return 2

@@ -9,13 +9,18 @@ Usage::
                       [--set KEY=VALUE [KEY=VALUE ...]]
     lskd-train --list [PREFIX]
     lskd-train --show RECIPE [options]      # print the resolved recipe and exit
+    lskd-train --version
 
 Under ``torchrun --nproc_per_node=N -m logit_standardization.training ...`` the same command
 runs data-parallel (DDP); ``--batch-size`` is the global batch.
 
-Exit status: 0 on success, 2 for a usage or setup error (the message says what to fix),
-128 + the signal number (130, 143) when SIGINT/SIGTERM stopped training after saving
-``last.pt``.
+Exit status: 0 on success, 2 for a usage or setup error (one line on stderr says what to fix:
+an unknown recipe or key, missing or refused data, an output directory that cannot be
+written, a checkpoint that is corrupt or does not fit, a failed checkpoint write, a missing
+optional dependency, ``--list`` of a prefix no recipe has), 128 + the signal number (130,
+143) when SIGINT/SIGTERM stopped training after saving ``last.pt``. Options cannot be
+abbreviated (``--epoch`` is refused). Progress bars are drawn only when stderr is a
+terminal; otherwise (and with ``--quiet``) one plain line per epoch is printed.
 """
 
 from __future__ import annotations
@@ -28,23 +33,24 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
-from ._errors import TrainingError
-from .recipes import list_recipes, load_recipe
+from ._errors import TrainingError, missing_dependency, output_dir_problem
 
 __all__ = ["main", "build_parser", "resolve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``argparse`` parser of ``lskd-train`` (its ``--help`` documents every option)."""
+    from .. import __version__
+
     p = argparse.ArgumentParser(
         prog="lskd-train",
+        allow_abbrev=False,
         description="Train with a recipe of the logit-standardization paper (CIFAR-100, ImageNet) or a small "
         "CPU recipe (demo/..., fashion_mnist/...). RECIPE is a shipped name (see --list) or a YAML file.",
         epilog="Example: lskd-train cifar100/kd_ls/resnet32x4-resnet8x4 --data-root data "
         "--teacher runs/cifar100/teacher/resnet32x4/best.pt",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("recipe", nargs="?", help="shipped recipe name or YAML path")
     p.add_argument("--list", nargs="?", const="", metavar="PREFIX", help="list the shipped recipes (optionally "
                    "those starting with PREFIX) and exit")
@@ -81,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """The resolved recipe for parsed arguments (command-line options become overrides)."""
+    from .recipes import load_recipe
+
     overrides = list(args.overrides)
     flag_map = [
         ("data.root", args.data_root), ("schedule.epochs", args.epochs), ("data.batch_size", args.batch_size),
@@ -99,17 +107,21 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     return load_recipe(args.recipe, overrides)
 
 
-def _print_list(prefix: str) -> None:
+def _print_list(prefix: str) -> int:
+    from .recipes import list_recipes, load_recipe
+
     names = list_recipes(prefix or None)
     if not names:
-        print(f"no shipped recipe starts with {prefix!r}", file=sys.stderr)
-        return
+        print(f"lskd-train: error: no shipped recipe starts with {prefix!r} (lskd-train --list shows them all)",
+              file=sys.stderr)
+        return 2
     width = max(len(n) for n in names)
     for name in names:
         cfg = load_recipe(name)
         paper = f"{cfg['paper']:6.2f}" if cfg["paper"] is not None else "     -"
         print(f"{name:<{width}}  {paper}  {cfg['description']}")
     print(f"\n{len(names)} recipes; the number is the top-1 (%) the paper reports for that row.")
+    return 0
 
 
 def _default_output(cfg: dict[str, Any], recipe: str) -> Path:
@@ -161,13 +173,30 @@ def _plots(args, state, run_dir: Path, log) -> None:
     plot_after_training(run_dir, device=str(state.device), log=log)
 
 
+def _error(message: str) -> int:
+    print(f"lskd-train: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lskd-train``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _main(parser, args)
+    except ImportError as exc:  # a core-only install: torch, PyYAML, tqdm, ... are the [train] extra
+        return _error(missing_dependency(exc, "train"))
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.list is not None:
         try:
-            _print_list(args.list)
+            return _print_list(args.list)
         except BrokenPipeError:  # e.g. `lskd-train --list | head`
             sys.stdout = open(os.devnull, "w")
         return 0
@@ -178,21 +207,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = resolve(args)
     except TrainingError as exc:
-        print(f"lskd-train: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     if args.show:
+        import yaml
+
         print(yaml.safe_dump(cfg, sort_keys=False, width=110), end="")
         return 0
+
+    output = Path(args.output) if args.output else _default_output(cfg, args.recipe)
+    problem = output_dir_problem(output, "--output directory")
+    if problem:
+        return _error(f"{problem}; choose another --output")
+
+    import torch  # noqa: F401  -- fail here, with the install hint, when the [train] extra is missing
 
     from . import distributed as D
     from .engine import TrainingInterrupted, train
 
-    output = Path(args.output) if args.output else _default_output(cfg, args.recipe)
     try:
         state = D.setup(args.device)
     except (TrainingError, RuntimeError, ValueError) as exc:
-        print(f"lskd-train: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
 
     def log(msg: str) -> None:
         if state.is_main:
@@ -206,14 +241,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             train(cfg, output, resume=args.resume, quiet=args.quiet, state=state, log=log)
             _plots(args, state, output, log)
     except TrainingError as exc:
-        print(f"lskd-train: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     except TrainingInterrupted as exc:
         print(f"lskd-train: {exc}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         print("lskd-train: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # writing the run's files (metrics, summary): disk full, permissions, ...
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        return _error(f"cannot write{where} in {str(output)!r}: {exc.strerror or _first_line(exc)}")
+    except ValueError as exc:  # the data loaders refuse malformed or unsafe dataset files with a ValueError
+        return _error(f"{_first_line(exc)} (check the files under --data-root)")
     finally:
         D.teardown(state)
     return 0

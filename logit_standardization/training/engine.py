@@ -53,12 +53,20 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import distributed as D
 from ._errors import TrainingError
-from .checkpoint import load_checkpoint, load_weights, save_atomic, student_payload
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    remove_stale_temp_files,
+    save_atomic,
+    student_payload,
+    validate_resume_checkpoint,
+)
 from .methods import Method, build_method
 
 __all__ = [
     "TrainingInterrupted",
-    "Distiller",
+    "StudentWithLoss",
     "train",
     "train_step",
     "evaluate",
@@ -192,7 +200,7 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-class Distiller(nn.Module):
+class StudentWithLoss(nn.Module):
     """Student forward (one or two views, under autocast) and the method's loss, as one module
     so that DDP synchronises the student's and the method's (CTKD's) gradients together.
 
@@ -243,7 +251,7 @@ def train_step(model: nn.Module, teacher: nn.Module | None, optimizer: torch.opt
     """One optimisation step: teacher forward (``no_grad``), student forward and loss, backward, SGD.
 
     Args:
-        model: a :class:`Distiller` (possibly wrapped in DDP).
+        model: a :class:`StudentWithLoss` (possibly wrapped in DDP).
         teacher: the frozen teacher in eval mode, or None for a network trained alone.
         optimizer: over the student's and the method's parameters.
         scaler: a ``GradScaler`` (disabled unless fp16).
@@ -438,8 +446,8 @@ class _Run:
         if self.channels_last:
             self.student.to(memory_format=torch.channels_last)
         student_fn = torch.compile(self.student) if cfg["train"]["compile"] else None
-        self.distiller = Distiller(self.student, self.method, device=self.device, amp=self.amp,
-                                    student_fn=student_fn)
+        self.distiller = StudentWithLoss(self.student, self.method, device=self.device, amp=self.amp,
+                                         student_fn=student_fn)
         self.model: nn.Module = self.distiller
         if self.state.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -458,8 +466,8 @@ class _Run:
             self.log(f"--resume: no {path} yet, starting from epoch 1")
             return None
         ckpt = load_checkpoint(path, what="resume checkpoint")
-        if not isinstance(ckpt, dict) or ckpt.get("kind") != "last":
-            raise TrainingError(f"resume checkpoint {str(path)!r} is not a last.pt written by lskd-train")
+        validate_resume_checkpoint(ckpt, path, epochs=self.epochs, student=self.student, method=self.method,
+                                   optimizer=self.optimizer, student_arch=self.student_arch)
         changes = _config_changes(ckpt["config"], self.cfg)
         if changes:
             raise TrainingError(
@@ -471,11 +479,16 @@ class _Run:
                 f"cannot resume {str(self.output)!r} inside epoch {partial['epoch']}: it was interrupted with "
                 f"{partial['world_size']} processes of batch {partial['batch']}, now {self.state.world_size} x "
                 f"{self.batch}; resume with the same number of processes")
-        self.student.load_state_dict(ckpt["student"]["state_dict"])
-        self.method.load_state_dict(ckpt["method"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
+        for field, load in (("student", lambda: self.student.load_state_dict(ckpt["student"]["state_dict"])),
+                            ("method", lambda: self.method.load_state_dict(ckpt["method"])),
+                            ("optimizer", lambda: self.optimizer.load_state_dict(ckpt["optimizer"])),
+                            ("scaler", lambda: ckpt["scaler"] and self.scaler.load_state_dict(ckpt["scaler"]))):
+            try:
+                load()
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise CheckpointError(f"resume checkpoint {str(path)!r}: field {field!r} cannot be loaded "
+                                      f"({type(exc).__name__}: {reason})") from None
         return ckpt
 
     # ------------------------------------------------------------------------------ writing
@@ -575,7 +588,7 @@ class _Run:
             seconds = dict(partial["seconds"])
         total_steps = len(self.train_loader) + done
         bar = None
-        if state.is_main and not self.quiet:
+        if state.is_main and not self.quiet and sys.stderr.isatty():  # plain epoch lines when not a terminal
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total_steps, initial=done, desc=f"epoch {epoch}/{self.epochs}", unit="it",
@@ -753,6 +766,9 @@ def train(cfg: dict[str, Any], output: str | Path, *, device: str = "auto", resu
         if not resume and (output / "last.pt").exists():
             raise TrainingError(f"{str(output)!r} already holds a run (last.pt): pass --resume to continue it, "
                                 "or choose another --output")
+        if state.is_main:
+            for stale in remove_stale_temp_files(output):
+                log(f"removed the stale temporary file {stale} (an interrupted checkpoint write)")
         return _Run(cfg, output, state, quiet=quiet, resume=resume, log=log).run()
     finally:
         if own_state:

@@ -706,13 +706,20 @@ def plot_after_training(run_dir: str | Path, *, device: str = "cpu", max_samples
 
 # -------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lskd-plot`` argument parser."""
+    from .. import __version__
+
     p = argparse.ArgumentParser(
         prog="lskd-plot",
+        allow_abbrev=False,
         description="Draw the figures of a lskd-train run: per-sample logit mean/std (raw and standardized), "
         "class-averaged standardized logits, the teacher-student difference of class-correlation matrices, "
         "and the training curves.",
-        epilog="Example: lskd-plot runs/demo/kd_ls   (writes runs/demo/kd_ls/plots/*.png)",
+        epilog="Example: lskd-plot runs/demo/kd_ls   (writes runs/demo/kd_ls/plots/*.png). Exit status: 0 when "
+        "figures were written, 2 for a usage or setup error (one line says what to fix) or when nothing could "
+        "be drawn.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a lskd-train output directory")
     p.add_argument("-o", "--output", metavar="DIR", help="where the PNGs go (default: RUN_DIR/plots)")
     p.add_argument("--data-root", metavar="DIR", help="dataset directory (default: the run's)")
@@ -724,19 +731,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``lskd-plot``; returns the exit status (2 when nothing could be drawn)."""
-    args = build_parser().parse_args(argv)
-    if args.max_samples < 0:
-        print("lskd-plot: error: --max-samples must be >= 0", file=sys.stderr)
-        return 2
-    from ._errors import TrainingError
+    """Entry point of ``lskd-plot``; returns the exit status (2 for a usage or setup error, or when
+    nothing could be drawn)."""
+    from ._errors import TrainingError, missing_dependency, output_dir_problem
 
+    args = build_parser().parse_args(argv)
+
+    def error(message: str) -> int:
+        print(f"lskd-plot: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.max_samples < 0:
+        return error("--max-samples must be >= 0")
+    out = Path(args.output) if args.output is not None else Path(args.run_dir) / "plots"
+    if Path(args.run_dir).is_dir():
+        problem = output_dir_problem(out, "figure directory")
+        if problem:
+            return error(f"{problem}; choose another --output")
     try:
+        import matplotlib  # noqa: F401  -- fail early, with the install hint
+
         written = plot_run(args.run_dir, output=args.output, data_root=args.data_root, teacher=args.teacher,
                            max_samples=args.max_samples or None, device=args.device)
+    except ImportError as exc:  # a core-only install: matplotlib, torch are the [train] extra
+        return error(missing_dependency(exc, "train"))
     except (FileNotFoundError, ValueError, TrainingError) as exc:
-        print(f"lskd-plot: error: {exc}", file=sys.stderr)
-        return 2
+        return error(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    except OSError as exc:
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        return error(f"cannot write{where}: {exc.strerror or exc}")
     return 0 if written else 2
 
 
