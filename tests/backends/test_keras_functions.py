@@ -28,7 +28,8 @@ import logit_standardization.keras as K
 from lskd_testing import logit_batches
 
 BACKEND = keras.backend.backend()
-FUNCTIONS = ["zscore", "kd_loss", "dkd_loss", "mlkd_terms", "mlkd_loss", "ctkd_temperature", "ctkd_lambda"]
+FUNCTIONS = ["zscore", "standardized", "kd_loss", "dkd_loss", "dkd_warmup", "mlkd_terms", "mlkd_loss",
+             "confidence_masks", "ctkd_temperature", "ctkd_lambda"]
 
 # float32 inputs against the float64 core on the same (float32-rounded) values: (rtol, atol)
 F32_TOL = {
@@ -85,7 +86,11 @@ def rand(shape, seed, scale=3.0, offset=0.0):
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_signature_matches_core(name):
     ours, theirs = inspect.signature(getattr(K, name)), inspect.signature(getattr(core, name))
-    assert list(ours.parameters.values()) == list(theirs.parameters.values())
+
+    def facts(sig):  # names, kinds and defaults (the annotations name each face's tensor types)
+        return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+
+    assert facts(ours) == facts(theirs)
 
 
 def test_module_is_keras_backend_not_shadowing_keras():
@@ -93,6 +98,43 @@ def test_module_is_keras_backend_not_shadowing_keras():
     assert K.keras is keras and K.keras.__name__ == "keras"
     assert K.__name__ == "logit_standardization.keras"
     assert issubclass(K.KDLoss, keras.losses.Loss)
+    from logit_standardization.keras import losses, models
+    from logit_standardization.keras import ops as kops
+
+    for module in (kops, losses, models):
+        assert module.keras is keras and module.ops is ops
+
+
+def test_all_covers_the_core_and_every_name_exists():
+    assert set(core.__all__) <= set(K.__all__)
+    assert {"KDLoss", "DKDLoss", "CTKDLoss", "Distiller", "EpochSchedule", "StandardizedLogitsDistillation",
+            "pack_targets"} <= set(K.__all__)
+    assert all(hasattr(K, name) for name in K.__all__)
+    assert K.DEFAULT_TEMPERATURES == core.DEFAULT_TEMPERATURES
+
+
+def test_dkd_warmup_confidence_masks_and_standardized_match_core():
+    assert K.dkd_warmup is core.dkd_warmup  # pure Python: the core's own function
+    tw = rand((7, 5), 4, 3.0)
+    for ours, ref in zip(K.confidence_masks(tw), core.confidence_masks(tw)):
+        np.testing.assert_array_equal(to_np(ours), ref)
+    half = ops.cast(ops.convert_to_tensor(tw.astype(np.float32)), "float16")
+    for ours, ref in zip(K.confidence_masks(half), core.confidence_masks(to_np(half))):
+        np.testing.assert_array_equal(to_np(ours), ref)
+
+    def l2(s, t):
+        return ops.sum((s - t) ** 2)
+
+    s, t = rand((4, 6), 1), rand((4, 6), 2, 5.0, 3.0)
+    wrapped = K.standardized(l2, ddof=0, eps=1e-3)
+    assert wrapped.__name__ == "standardized_l2" and wrapped.__wrapped__ is l2
+    ref = core.standardized(lambda a, b: float(np.sum((a - b) ** 2)), ddof=0, eps=1e-3)(s, t)
+    np.testing.assert_allclose(float(wrapped(s, t)), ref, rtol=1e-12)
+    with pytest.raises(ValueError) as ours:
+        K.standardized(l2, ddof=6)(s, t)
+    with pytest.raises(ValueError) as theirs:
+        core.standardized(l2, ddof=6)(s, t)
+    assert str(ours.value) == str(theirs.value)
 
 
 # ----------------------------------------------------------------------------- float64 values
@@ -288,6 +330,83 @@ def test_half_precision_inputs_use_float32_statistics(half):
         np.testing.assert_allclose(to_np(ours), ref, rtol=10 * rtol, atol=10 * atol)
 
 
+# ----------------------------------------------------------------------------- overflow: logits near the dtype maximum
+DTYPE_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": float(np.finfo(np.float32).max),
+             "float64": float(np.finfo(np.float64).max)}
+# Z-score / loss tolerances per dtype (half: statistics in float32 on half-rounded inputs)
+OVERFLOW_TOL = {"float16": (2e-3, 2e-3), "bfloat16": (1.6e-2, 1.6e-2), "float32": (1e-5, 1e-5), "float64": (1e-9, 1e-12)}
+
+
+def _near_max(dtype):
+    big = DTYPE_MAX[dtype]
+    rng = np.random.default_rng(11)
+    rows = np.clip(rng.uniform(-1.0, 1.0, size=(4, 7)), -1.0, 1.0)
+    rows[0, 0], rows[1, 3] = 1.0, -1.0  # the largest finite value, both signs
+    rows[3] = 0.5  # a constant row near the top
+    x = rows * big
+    if dtype == "float64":
+        return ops.convert_to_tensor(x)
+    return ops.cast(ops.convert_to_tensor(np.clip(x, -big, big).astype(np.float32)), dtype)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the core's own softmax of MLKD's Gram terms
+@pytest.mark.parametrize("dtype", list(DTYPE_MAX))
+def test_logits_near_the_dtype_maximum_give_the_right_zscore_and_finite_losses_and_gradients(dtype):
+    s = _near_max(dtype)
+    s_ref = to_np(s)  # the exact values, in float64
+    assert np.max(np.abs(s_ref)) == DTYPE_MAX[dtype]
+    t_ref = np.roll(s_ref, 2, axis=1) * 0.75
+    t = ops.cast(ops.convert_to_tensor(t_ref), dtype)
+    t_ref = to_np(t)
+    y = np.array([0, 3, 6, 1])
+    rtol, atol = OVERFLOW_TOL[dtype]
+    z = K.zscore(s)
+    assert keras.backend.standardize_dtype(z.dtype) == dtype
+    np.testing.assert_allclose(to_np(z), core.zscore(s_ref), rtol=rtol, atol=atol)
+    for name, ours, ref in [
+        ("kd", K.kd_loss(s, t, reduction="none"), core.kd_loss(s_ref, t_ref, reduction="none")),
+        ("dkd", K.dkd_loss(s, t, y, reduction="none"), core.dkd_loss(s_ref, t_ref, y, reduction="none")),
+        ("mlkd", K.mlkd_terms(s, s, t, t)["kd"], core.mlkd_terms(s_ref, s_ref, t_ref, t_ref)["kd"]),
+    ]:
+        assert np.all(np.isfinite(to_np(ours))), name
+        np.testing.assert_allclose(to_np(ours), ref, rtol=10 * rtol, atol=10 * atol, err_msg=name)
+    for loss in (lambda v: K.kd_loss(v, t), lambda v: K.dkd_loss(v, t, y), lambda v: K.kd_loss(t, v)):
+        g = grad_of(lambda v: loss(v), s_ref.astype(np.float32) if dtype != "float64" else s_ref)
+        assert np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_power_of_two_rescaling_keeps_ordinary_values(dtype):
+    # the scaling is exact: a row and the same row times 2**40 standardize to the same bits
+    x = rand((5, 9), 3).astype(dtype)
+    z1, z2 = to_np(K.zscore(x, eps=0.0)), to_np(K.zscore(x * np.asarray(2.0**40, dtype), eps=0.0))
+    np.testing.assert_array_equal(z1, z2)
+    tiny = np.array([[1e-30, 2e-30, -3e-30]], dtype=dtype)  # a sum of squares here would underflow
+    np.testing.assert_allclose(to_np(K.zscore(tiny, eps=0.0)), core.zscore(tiny.astype(np.float64), eps=0.0),
+                               rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+def test_half_precision_gradient_of_kd_ls_at_a_constant_row_is_finite(half):
+    # the true gradient there is (I - 11^T/C) g / eps (~1e7 |g|): beyond float16's range, so it saturates
+    s = np.full((4, 6), 3.0, np.float32)
+    s[1] = 0.0
+    t = rand((4, 6), 5).astype(np.float32)
+    t_h = ops.cast(ops.convert_to_tensor(t), half)
+
+    def loss(v):
+        return K.kd_loss(ops.cast(v, half), t_h)
+
+    g = grad_of(loss, s)
+    assert np.all(np.isfinite(g)) and np.any(g != 0)
+    # the saturated direction is right: same signs as the float32 gradient
+    g32 = grad_of(lambda v: K.kd_loss(v, ops.convert_to_tensor(to_np(t_h).astype(np.float32))), s)
+    np.testing.assert_array_equal(np.sign(g[np.abs(g32) > 1.0]), np.sign(g32[np.abs(g32) > 1.0]))
+    # through the loss class as Keras calls it (half y_pred, widened before Keras's cast)
+    g_cls = grad_of(lambda v: K.KDLoss()(t_h, ops.cast(v, half)), s)
+    assert np.all(np.isfinite(g_cls))
+
+
 # ----------------------------------------------------------------------------- graph mode / symbolic
 def test_zscore_in_a_functional_model_matches_core():
     inputs = keras.Input((6,))
@@ -374,6 +493,18 @@ BAD_CALLS = [
     _bad("ctkd_temperature", 1.0, t_end=0.0),
     _bad("ctkd_temperature", 1.0, t_start=float("inf")),
     _bad("ctkd_lambda", 1, loops=0),
+    _bad("ctkd_lambda", -1),
+    _bad("ctkd_temperature", 1.0, t_start=-1.0),
+    _bad("dkd_warmup", -1),
+    _bad("dkd_warmup", "x"),
+    _bad("dkd_warmup", 3, warmup_epochs=20.5),
+    _bad("dkd_warmup", 3, warmup_epochs="x"),
+    _bad("dkd_warmup", 3, warmup_epochs=0),
+    _bad("kd_loss", GOOD, GOOD, eps="0"),
+    _bad("kd_loss", GOOD, GOOD, ddof=-1),
+    _bad("dkd_loss", GOOD, GOOD, np.array([0, 1, 2]), alpha=-1.0),
+    _bad("mlkd_loss", GOOD, GOOD, GOOD, GOOD, kd_weight=-9.0),
+    _bad("mlkd_loss", GOOD, GOOD, GOOD, GOOD, standardize="yes"),
 ]
 
 
