@@ -119,6 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(message, file=sys.stderr, flush=True)
 
     try:
+        # fail fast, naming the package, when the [onnx] extra is not installed
+        import onnx  # noqa: F401
+
+        if not str(args.checkpoint).endswith(".keras"):
+            import torch  # noqa: F401
+        if not args.no_verify or args.benchmark:
+            import onnxruntime  # noqa: F401
         report = export_onnx(
             args.checkpoint,
             args.output,
