@@ -1,4 +1,4 @@
-r"""Distillation methods: cross-entropy combined with the losses of :mod:`logit_standardization.torch`.
+r"""Distillation methods: the loss classes of :mod:`logit_standardization.torch` with an epoch clock.
 
 A method is a small ``nn.Module`` (so that CTKD's learnable temperature is a registered
 parameter: it goes into the optimizer and DDP synchronises its gradient). The engine calls
@@ -9,6 +9,11 @@ parameter: it goes into the optimizer and DDP synchronises its gradient). The en
   it returns the total loss and a dict of its terms (already weighted, so they sum to the
   total).
 
+A method's hyperparameters are the keyword arguments of its loss class, with the class's
+defaults (:func:`method_keys` reads them from the signature): a recipe's ``method`` block is
+``{"name": ..., **keyword arguments}``. Each loss class computes
+:math:`w_{ce}\,\mathrm{CE} + w_{kd}\,\mathrm{distillation}` itself.
+
 For two-view methods (MLKD, ``views == 2``) logits are ``(weak, strong)`` pairs.
 
 =========  =============================================================================
@@ -16,8 +21,8 @@ method     loss
 =========  =============================================================================
 ``ce``     :math:`w_{ce}\,\mathrm{CE}(s, y)` (a network trained alone: teachers, baselines)
 ``kd``     :math:`w_{ce}\,\mathrm{CE}(s, y) + w_{kd}\,\mathrm{KD}_\tau(s, t)`
-``dkd``    :math:`w_{ce}\,\mathrm{CE}(s, y) + \min(e/e_w, 1)\,\mathrm{DKD}(\alpha w, \beta w, \tau)`
-           (:math:`w` = ``kd_weight``, the reference's LS scaling of :math:`\alpha, \beta`)
+``dkd``    :math:`w_{ce}\,\mathrm{CE}(s, y) + w_{kd}\,\min(e/e_w, 1)\,\mathrm{DKD}(\alpha, \beta, \tau)`
+           (:math:`w_{kd}` scales :math:`\alpha` and :math:`\beta`: the reference's LS scaling)
 ``mlkd``   :math:`w_{ce}\,[\mathrm{CE}(s_w, y) + \mathrm{CE}(s_s, y)] + \mathrm{kd} + \mathrm{cc} + \mathrm{bc}`
 ``ctkd``   :math:`w_{ce}\,\mathrm{CE}(s, y) + w_{kd}\,\mathrm{KD}_{T(g)}(s, t)` with the learnable
            temperature :math:`T(g)` behind a gradient reversal of factor :math:`\lambda(e)`
@@ -38,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -45,8 +51,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import torch as lskd
+from .._checks import check_hyper
 
-__all__ = ["Method", "CrossEntropy", "KD", "DKD", "MLKD", "CTKD", "build_method", "METHODS"]
+__all__ = ["Method", "CrossEntropy", "Distillation", "KD", "DKD", "MLKD", "CTKD", "build_method", "method_keys",
+           "METHODS"]
+
+# Constructor arguments of the loss classes that are not recipe settings: the training loop
+# always averages over the batch, and checks its inputs once per epoch, not per step.
+_ENGINE_ARGUMENTS = {"reduction": "mean", "check_finite": False}
 
 
 class Method(nn.Module):
@@ -60,9 +72,8 @@ class Method(nn.Module):
     needs_teacher = True
     views = 1
 
-    def __init__(self, *, ce_weight: float = 1.0) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.ce_weight = float(ce_weight)
         self.epoch = 1
 
     def start_epoch(self, epoch: int) -> dict[str, float]:
@@ -74,14 +85,8 @@ class Method(nn.Module):
         """Values of the method's state worth logging after an epoch (e.g. CTKD's temperature)."""
         return {}
 
-    def ce(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.ce_weight * F.cross_entropy(student, labels)
-
     def forward(self, student: Any, teacher: Any, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
-
-    def extra_repr(self) -> str:
-        return f"ce_weight={self.ce_weight}"
 
 
 class CrossEntropy(Method):
@@ -89,90 +94,84 @@ class CrossEntropy(Method):
 
     needs_teacher = False
 
+    def __init__(self, *, ce_weight: float = 1.0) -> None:
+        super().__init__()
+        self.ce_weight = check_hyper("ce", ce_weight=ce_weight)["ce_weight"]
+
     def forward(self, student, teacher, labels):
-        ce = self.ce(student, labels)
+        ce = self.ce_weight * F.cross_entropy(student, labels)
         return ce, {"ce": ce}
 
+    def extra_repr(self) -> str:
+        return f"ce_weight={self.ce_weight}"
 
-class KD(Method):
-    """KD(+LS): cross-entropy plus ``kd_weight`` times :class:`logit_standardization.torch.KDLoss`."""
 
-    def __init__(self, *, ce_weight: float = 0.1, kd_weight: float = 9.0, temperature: float = 2.0,
-                 standardize: bool = True) -> None:
-        super().__init__(ce_weight=ce_weight)
-        self.kd_weight = float(kd_weight)
-        self.loss = lskd.KDLoss(temperature=temperature, standardize=standardize, check_finite=False)
+class Distillation(Method):
+    """A distillation method: its loss class (:attr:`loss_class`) built from the recipe's settings.
+
+    Subclasses set :attr:`loss_class` and, where the loss needs more than
+    ``(student, teacher, labels)``, override :meth:`forward`.
+    """
+
+    loss_class: type[nn.Module]
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__()
+        accepted = inspect.signature(self.loss_class).parameters
+        self.loss = self.loss_class(**settings, **{k: v for k, v in _ENGINE_ARGUMENTS.items() if k in accepted})
 
     def forward(self, student, teacher, labels):
-        ce = self.ce(student, labels)
-        kd = self.kd_weight * self.loss(student, teacher)
-        return ce + kd, {"ce": ce, "kd": kd}
-
-    def extra_repr(self) -> str:
-        return f"ce_weight={self.ce_weight}, kd_weight={self.kd_weight}"
+        total = self.loss(student, teacher, labels)
+        return total, dict(self.loss.last_terms)
 
 
-class DKD(Method):
-    """DKD(+LS) with linear warm-up; ``alpha`` and ``beta`` are multiplied by ``kd_weight``."""
+class KD(Distillation):
+    """KD(+LS): :class:`logit_standardization.torch.KDLoss`."""
 
-    def __init__(self, *, ce_weight: float = 1.0, alpha: float = 1.0, beta: float = 8.0, kd_weight: float = 1.0,
-                 temperature: float = 4.0, warmup_epochs: int = 20, standardize: bool = False) -> None:
-        super().__init__(ce_weight=ce_weight)
-        self.loss = lskd.DKDLoss(alpha=alpha * kd_weight, beta=beta * kd_weight, temperature=temperature,
-                                 warmup_epochs=warmup_epochs, standardize=standardize, check_finite=False)
+    loss_class = lskd.KDLoss
+
+
+class DKD(Distillation):
+    """DKD(+LS) with its linear warm-up: :class:`logit_standardization.torch.DKDLoss`."""
+
+    loss_class = lskd.DKDLoss
 
     def start_epoch(self, epoch: int) -> dict[str, float]:
         super().start_epoch(epoch)
-        return {"dkd_warmup": self.loss.warmup_factor(self.epoch)}
+        return {"dkd_warmup": lskd.dkd_warmup(self.epoch, warmup_epochs=self.loss.warmup_epochs)}
 
     def forward(self, student, teacher, labels):
-        ce = self.ce(student, labels)
-        kd = self.loss(student, teacher, labels, epoch=self.epoch)
-        return ce + kd, {"ce": ce, "kd": kd}
+        total = self.loss(student, teacher, labels, epoch=self.epoch)
+        return total, dict(self.loss.last_terms)
 
 
-class MLKD(Method):
-    """MLKD(+LS) on a weak and a strong view: CE on both views plus the kd/cc/bc terms."""
+class MLKD(Distillation):
+    """MLKD(+LS) on a weak and a strong view: :class:`logit_standardization.torch.MLKDLoss`."""
 
     views = 2
-
-    def __init__(self, *, ce_weight: float = 0.1, kd_weight: float = 9.0,
-                 temperatures: tuple[float, ...] = lskd.DEFAULT_TEMPERATURES, variant: str = "reference",
-                 standardize: bool = True) -> None:
-        super().__init__(ce_weight=ce_weight)
-        self.loss = lskd.MLKDLoss(temperatures=tuple(temperatures), kd_weight=kd_weight, variant=variant,
-                                  standardize=standardize, check_finite=False)
+    loss_class = lskd.MLKDLoss
 
     def forward(self, student, teacher, labels):
         (sw, ss), (tw, ts) = student, teacher
-        ce = self.ce_weight * (F.cross_entropy(sw, labels) + F.cross_entropy(ss, labels))
-        distill = self.loss(sw, ss, tw, ts)
-        return ce + distill, {"ce": ce, **self.loss.last_terms}
+        total = self.loss(sw, ss, tw, ts, labels)
+        return total, dict(self.loss.last_terms)
 
 
-class CTKD(Method):
-    """CTKD(+LS): KD at a learnable temperature trained adversarially through gradient reversal.
+class CTKD(Distillation):
+    """CTKD(+LS): :class:`logit_standardization.torch.CTKDLoss`, its :math:`\\lambda` set per epoch.
 
     The temperature parameter lives in :attr:`loss` (``raw_temperature``); the engine puts
     this module's parameters into the optimizer (same SGD settings as the student, as in
-    the reference). :math:`\\lambda` is updated once per epoch.
+    the reference).
     """
 
-    def __init__(self, *, ce_weight: float = 0.1, kd_weight: float = 9.0, t_start: float = 1.0, t_end: float = 20.0,
-                 init: float = 1.0, lambda_max: float = 0.0, lambda_min: float = -1.0, lambda_loops: int = 10,
-                 lambda_schedule: str = "cosine", standardize: bool = True) -> None:
-        super().__init__(ce_weight=ce_weight)
-        self.kd_weight = float(kd_weight)
-        self.loss = lskd.CTKDLoss(t_start=t_start, t_end=t_end, init=init, standardize=standardize,
-                                  check_finite=False)
-        self.schedule = lskd.CTKDLambdaSchedule(loops=lambda_loops, max_value=lambda_max, min_value=lambda_min,
-                                                schedule=lambda_schedule)
-        self.grl_lambda = self.schedule(1)
+    loss_class = lskd.CTKDLoss
 
     def start_epoch(self, epoch: int) -> dict[str, float]:
         super().start_epoch(epoch)
-        self.grl_lambda = self.schedule(self.epoch)
-        return {"ctkd_lambda": self.grl_lambda}
+        loss = self.loss
+        return {"ctkd_lambda": lskd.ctkd_lambda(self.epoch, loops=loss.loops, max_value=loss.max_value,
+                                                min_value=loss.min_value, schedule=loss.schedule)}
 
     def log_values(self) -> dict[str, float]:
         with torch.no_grad():
@@ -181,26 +180,37 @@ class CTKD(Method):
         return {"temperature": float(t.reshape(-1)[0])}
 
     def forward(self, student, teacher, labels):
-        ce = self.ce(student, labels)
-        kd = self.kd_weight * self.loss(student, teacher, grl_lambda=self.grl_lambda)
-        return ce + kd, {"ce": ce, "kd": kd}
-
-    def extra_repr(self) -> str:
-        return f"ce_weight={self.ce_weight}, kd_weight={self.kd_weight}, schedule={self.schedule!r}"
+        total = self.loss(student, teacher, labels, epoch=self.epoch)
+        return total, dict(self.loss.last_terms)
 
 
 METHODS: dict[str, type[Method]] = {"ce": CrossEntropy, "kd": KD, "dkd": DKD, "mlkd": MLKD, "ctkd": CTKD}
 """Method name (``method.name`` of a recipe) -> class."""
 
 
+def method_keys(name: str) -> dict[str, Any]:
+    """The settings of method ``name`` and their defaults, read from its loss class's signature.
+
+    Example:
+        >>> method_keys("kd")
+        {'temperature': 2.0, 'standardize': True, 'ddof': 1, 'eps': 1e-07, 'kd_weight': 1.0, 'ce_weight': 0.0}
+    """
+    cls = METHODS[name]
+    target = cls.loss_class if issubclass(cls, Distillation) else cls
+    return {p.name: p.default for p in inspect.signature(target).parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.name not in _ENGINE_ARGUMENTS}
+
+
 def build_method(cfg: dict[str, Any]) -> Method:
     """Build a method from a recipe's ``method`` block (``{"name": ..., **hyperparameters}``).
 
     Raises:
-        ValueError: unknown method name (hyperparameters are checked by the loss modules).
+        ValueError: unknown method name (hyperparameters are checked by the loss classes).
     """
     cfg = dict(cfg)
     name = cfg.pop("name", "ce")
     if name not in METHODS:
         raise ValueError(f"build_method: unknown method {name!r}; known: {', '.join(METHODS)}")
+    if "temperatures" in cfg:
+        cfg["temperatures"] = tuple(cfg["temperatures"])
     return METHODS[name](**cfg)

@@ -39,7 +39,6 @@ from ._errors import TrainingError
 __all__ = [
     "RECIPE_DIR",
     "SCHEMA",
-    "METHOD_KEYS",
     "RecipeError",
     "list_recipes",
     "load_recipe",
@@ -56,8 +55,8 @@ class RecipeError(TrainingError):
     """A recipe cannot be found, parsed, merged or validated."""
 
 
-# Every key a resolved recipe may have, with its default. ``method`` is checked separately
-# (its keys depend on ``method.name``, see METHOD_KEYS).
+# Every key a resolved recipe may have, with its default. ``method`` is checked separately:
+# its keys and defaults are those of the method's loss class (``methods.method_keys``).
 SCHEMA: dict[str, Any] = {
     "name": None,  # set from the file name
     "description": "",
@@ -110,60 +109,21 @@ SCHEMA: dict[str, Any] = {
 }
 """Every key of a resolved recipe (except ``method``) with its default value."""
 
-# Keys of each method block and their defaults; "name" selects the method.
-METHOD_KEYS: dict[str, dict[str, Any]] = {
-    "ce": {"ce_weight": 1.0},
-    "kd": {"ce_weight": 0.1, "kd_weight": 9.0, "temperature": 2.0, "standardize": True},
-    "dkd": {
-        "ce_weight": 1.0,
-        "alpha": 1.0,
-        "beta": 8.0,
-        "kd_weight": 1.0,  # multiplies alpha and beta (the reference's --logit-stand scaling)
-        "temperature": 4.0,
-        "warmup_epochs": 20,
-        "standardize": False,
-    },
-    "mlkd": {
-        "ce_weight": 0.1,
-        "kd_weight": 9.0,
-        "temperatures": [2.0, 3.0, 5.0, 2.0, 6.0],
-        "variant": "reference",
-        "standardize": True,
-    },
-    "ctkd": {
-        "ce_weight": 0.1,
-        "kd_weight": 9.0,
-        "t_start": 1.0,
-        "t_end": 20.0,
-        "init": 1.0,
-        "lambda_max": 0.0,
-        "lambda_min": -1.0,
-        "lambda_loops": 10,
-        "lambda_schedule": "cosine",
-        "standardize": True,
-    },
-}
-"""Keys of each method block (``method.name`` -> key -> default)."""
-
 _FLOAT_KEYS = {
-    "paper", "paper_top5", "lr", "momentum", "weight_decay", "gamma", "min_lr", "ce_weight",
-    "kd_weight", "temperature", "alpha", "beta", "t_start", "t_end", "init", "lambda_max", "lambda_min",
+    "paper", "paper_top5", "lr", "momentum", "weight_decay", "gamma", "min_lr",
 }  # fmt: skip
 _INT_KEYS = {
     "batch_size", "test_batch_size", "num_workers", "prefetch_factor", "epochs", "seed", "save_every",
-    "warmup_epochs", "lambda_loops", "train_subset", "test_subset",
+    "train_subset", "test_subset",
 }  # fmt: skip
 _BOOL_KEYS = {
     "download", "pin_memory", "persistent_workers", "augment", "cutout_quirk", "nesterov",
-    "channels_last", "compile", "sync_bn", "deterministic", "eval_teacher", "standardize",
+    "channels_last", "compile", "sync_bn", "deterministic", "eval_teacher",
 }  # fmt: skip
 _CHOICES = {
     "optimizer.name": ("sgd",),
     "schedule.name": ("step", "cosine"),
     "train.amp": ("off", "bf16", "fp16"),
-    "method.name": tuple(METHOD_KEYS),
-    "method.variant": ("reference", "corrected"),
-    "method.lambda_schedule": ("cosine", "linear"),
     "dataset": ("cifar100", "imagenet", "fashion_mnist", "digits"),
 }
 
@@ -337,11 +297,33 @@ def _check_value(key: str, leaf: str, value: Any) -> Any:
     if leaf in ("milestones",):
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise RecipeError(f"recipe key {key!r} must be a list of integers; got {value!r}")
-    if leaf == "temperatures":
-        if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) for v in value):
-            raise RecipeError(f"recipe key {key!r} must be a non-empty list of numbers; got {value!r}")
-        return [float(v) for v in value]
     return value
+
+
+def _validate_method(method: dict[str, Any]) -> dict[str, Any]:
+    """The method block with every key of its loss class filled in and checked by the loss's own rules."""
+    from .._checks import check_hyper
+    from .methods import METHODS, method_keys
+
+    method = dict(method)
+    name = method.pop("name", "ce")
+    if name not in METHODS:
+        raise RecipeError(f"recipe key 'method.name' must be one of {', '.join(map(repr, METHODS))}; got {name!r}")
+    keys = method_keys(name)
+    for key in method:
+        if key not in keys:
+            raise RecipeError(f"unknown recipe key 'method.{key}'{_suggest(key, keys)}; known keys of method "
+                              f"{name!r}: {', '.join(sorted(keys))}")
+    out: dict[str, Any] = {"name": name}
+    for key, default in keys.items():
+        value = _number(method.get(key, copy.deepcopy(default)))
+        if value is not None:
+            try:
+                value = check_hyper("method", **{key: value})[key]
+            except (TypeError, ValueError) as e:
+                raise RecipeError(f"recipe key 'method.{key}' {str(e).split(f'{key!r} ', 1)[-1]}") from None
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def _validate_section(prefix: str, value: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -374,16 +356,8 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg.get("method", {}), dict):
         raise RecipeError(f"recipe key 'method' must be a mapping; got {cfg['method']!r}")
     out = _validate_section("", {k: v for k, v in cfg.items() if k != "method"}, {k: v for k, v in SCHEMA.items() if k != "method"})
-    method = dict(cfg.get("method") or {})
-    name = method.pop("name", "ce")
-    _check_value("method.name", "name", name)
-    if name not in METHOD_KEYS:
-        raise RecipeError(f"recipe key 'method.name' must be one of {', '.join(map(repr, METHOD_KEYS))}; got {name!r}")
-    resolved = {"name": name, **_validate_section("method.", method, METHOD_KEYS[name])}
-    for key in ("variant", "lambda_schedule"):
-        if key in resolved:
-            _check_value(f"method.{key}", key, resolved[key])
-    out["method"] = resolved
+    out["method"] = _validate_method(cfg.get("method") or {})
+    name = out["method"]["name"]
     _check_value("dataset", "dataset", out["dataset"])
     for key in ("optimizer.name", "schedule.name", "train.amp"):
         section, leaf = key.split(".")

@@ -50,7 +50,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     train(load_recipe("demo/kd_ls", common), kd, device="cpu", quiet=True, log=lambda m: None)
     recipe = root / "ctkd_ls.yaml"
     recipe.write_text("extends: _base/demo\nteacher: {arch: mlp_digits}\nstudent: {arch: mlp_digits_small}\n"
-                      "method: {name: ctkd, standardize: true, lambda_loops: 1}\n", encoding="utf-8")
+                      "method: {name: ctkd, standardize: true, loops: 1}\n", encoding="utf-8")
     ctkd = root / "ctkd_ls"
     train(load_recipe(str(recipe), [*common, "schedule.epochs=3"]), ctkd, device="cpu", quiet=True,
           log=lambda m: None)

@@ -90,7 +90,8 @@ def test_shipped_files_equal_the_generator_output():
 # ------------------------------------------------------------------- literal values (reference configs)
 def test_kd_ls_resnet32x4_resnet8x4_literal_values(resolved):
     cfg = resolved["cifar100/kd_ls/resnet32x4-resnet8x4"]
-    assert cfg["method"] == {"name": "kd", "ce_weight": 0.1, "kd_weight": 9.0, "temperature": 2.0, "standardize": True}
+    assert cfg["method"] == {"name": "kd", "ce_weight": 0.1, "kd_weight": 9.0, "temperature": 2.0, "standardize": True,
+                             "ddof": 1, "eps": 1e-7}
     assert cfg["optimizer"] == {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}
     assert cfg["schedule"]["epochs"] == 240 and cfg["schedule"]["milestones"] == [150, 180, 210]
     assert cfg["schedule"]["gamma"] == 0.1 and cfg["schedule"]["name"] == "step"
@@ -134,8 +135,9 @@ def test_dkd_effective_values(resolved, name, temperature, alpha, beta, paper):
     cfg = resolved[name]
     method = build_method(cfg["method"])
     assert isinstance(method, DKD)
-    assert (method.loss.temperature, method.loss.alpha, method.loss.beta) == (temperature, alpha, beta)
-    assert method.loss.warmup_epochs == 20 and method.ce_weight == 1.0
+    loss = method.loss  # the reference's LS scaling: kd_weight multiplies alpha and beta
+    assert (loss.temperature, loss.kd_weight * loss.alpha, loss.kd_weight * loss.beta) == (temperature, alpha, beta)
+    assert loss.warmup_epochs == 20 and loss.ce_weight == 1.0
     assert method.loss.standardize == name.startswith("cifar100/dkd_ls") and cfg["paper"] == paper
     assert cfg["schedule"]["epochs"] == 240
 
@@ -156,14 +158,45 @@ def test_mlkd_ls_literal_values(resolved, name, lr, epochs, weight, paper):
     assert isinstance(build_method(m), MLKD) and build_method(m).views == 2
 
 
+def test_every_mlkd_recipe_places_cutout_as_the_reference(resolved):
+    mlkd = [n for n in resolved if "/mlkd" in n and n.startswith("cifar100/")]
+    assert len(mlkd) == 28 and all(resolved[n]["data"]["cutout_quirk"] is True for n in mlkd)
+
+
+def test_method_keys_and_defaults_are_the_loss_signatures(resolved):
+    import inspect
+
+    import logit_standardization.torch as lt
+    from logit_standardization.training.methods import method_keys
+
+    for name, cls in (("kd", lt.KDLoss), ("dkd", lt.DKDLoss), ("mlkd", lt.MLKDLoss), ("ctkd", lt.CTKDLoss)):
+        params = inspect.signature(cls).parameters
+        keys = method_keys(name)
+        assert set(keys) == set(params) - {"reduction", "check_finite"}
+        assert all(keys[k] == params[k].default for k in keys)
+    # every shipped method block is written in full with exactly those keys
+    for cfg in resolved.values():
+        assert set(cfg["method"]) == {"name", *method_keys(cfg["method"]["name"])}
+
+
+def test_method_values_are_refused_at_load_with_the_loss_rules():
+    with pytest.raises(RecipeError, match=r"'method.temperature' must be finite and > 0; got -1"):
+        load_recipe("cifar100/kd_ls/resnet32x4-resnet8x4", ["method.temperature=-1"])
+    with pytest.raises(RecipeError, match=r"'method.warmup_epochs' must be an int >= 1; got 2.5"):
+        load_recipe("cifar100/dkd_ls/resnet32x4-resnet8x4", ["method.warmup_epochs=2.5"])
+    with pytest.raises(RecipeError, match=r"'method.t_start' must be finite and >= 0"):
+        load_recipe("cifar100/ctkd_ls/resnet32x4-resnet8x4", ["method.t_start=-30"])
+
+
 def test_ctkd_literal_values(resolved):
-    for name, lr, paper in (("cifar100/ctkd_ls/resnet32x4-resnet8x4", 0.05, 76.67),
-                            ("cifar100/ctkd_ls/vgg13-MobileNetV2", 0.01, 68.98),
-                            ("cifar100/ctkd/resnet56-resnet20", 0.05, 71.19)):
+    # CTKD: the CTKD code's own script (-r 0.1 -a 0.9); CTKD+LS: the LS repository's script (alpha 9)
+    for name, lr, paper, kd_weight in (("cifar100/ctkd_ls/resnet32x4-resnet8x4", 0.05, 76.67, 9.0),
+                                       ("cifar100/ctkd_ls/vgg13-MobileNetV2", 0.01, 68.98, 9.0),
+                                       ("cifar100/ctkd/resnet56-resnet20", 0.05, 71.19, 0.9)):
         cfg = resolved[name]
         m = cfg["method"]
-        assert (m["ce_weight"], m["kd_weight"], m["t_start"], m["t_end"], m["init"]) == (0.1, 9.0, 1.0, 20.0, 1.0)
-        assert (m["lambda_max"], m["lambda_min"], m["lambda_loops"], m["lambda_schedule"]) == (0.0, -1.0, 10, "cosine")
+        assert (m["ce_weight"], m["kd_weight"], m["t_start"], m["t_end"], m["init"]) == (0.1, kd_weight, 1.0, 20.0, 1.0)
+        assert (m["max_value"], m["min_value"], m["loops"], m["schedule"]) == (0.0, -1.0, 10, "cosine")
         assert cfg["optimizer"]["lr"] == lr and cfg["paper"] == paper and cfg["data"]["batch_size"] == 64
         method = build_method(m)
         assert isinstance(method, CTKD) and round(float(method.loss.temperature.reshape(-1)[0]), 4) == 15.6212
@@ -189,19 +222,21 @@ def test_imagenet_literal_values(resolved):
     m = resolved["imagenet/kd/ResNet50-MobileNetV1"]["method"]
     assert (m["temperature"], m["ce_weight"], m["kd_weight"], m["standardize"]) == (1.0, 0.5, 0.5, False)
     dkd = build_method(resolved["imagenet/dkd/ResNet50-MobileNetV1"]["method"])
-    assert (dkd.loss.alpha, dkd.loss.beta, dkd.loss.temperature, dkd.loss.warmup_epochs) == (1.0, 2.0, 1.0, 1.0)
+    assert (dkd.loss.alpha, dkd.loss.beta, dkd.loss.temperature, dkd.loss.warmup_epochs) == (1.0, 2.0, 1.0, 1)
     dkd = build_method(resolved["imagenet/dkd/ResNet34-ResNet18"]["method"])
     assert (dkd.loss.alpha, dkd.loss.beta) == (1.0, 0.5)
     ct = resolved["imagenet/ctkd_ls/ResNet34-ResNet18"]
     assert ct["data"]["batch_size"] == 256 and ct["schedule"]["epochs"] == 120 and ct["optimizer"]["lr"] == 0.1
-    assert (ct["method"]["ce_weight"], ct["method"]["kd_weight"], ct["method"]["lambda_loops"]) == (1.0, 2.0, 5)
+    assert (ct["method"]["ce_weight"], ct["method"]["kd_weight"], ct["method"]["loops"]) == (1.0, 2.0, 5)
+    ct = resolved["imagenet/ctkd/ResNet34-ResNet18"]  # the CTKD code's ImageNet script: gamma 1, alpha 1
+    assert (ct["method"]["ce_weight"], ct["method"]["kd_weight"], ct["method"]["standardize"]) == (1.0, 1.0, False)
     assert resolved["imagenet/dkd_ls/ResNet34-ResNet18"]["note"]  # unpublished settings are flagged
 
 
 def test_recipes_without_reference_values_say_so(resolved):
     assert "no reference dkd yaml" in resolved["cifar100/dkd/resnet110-resnet20"]["note"].lower()
     assert "no log" in resolved["cifar100/mlkd_ls/resnet56-resnet20"]["note"].lower()
-    assert resolved["cifar100/ctkd/resnet32x4-resnet8x4"]["note"]
+    assert "2.0 to 30.4" in resolved["cifar100/ctkd_ls/resnet32x4-resnet8x4"]["note"]
     assert resolved["imagenet/kd_ls/ResNet50-MobileNetV1"]["note"]
 
 
@@ -214,7 +249,8 @@ def test_overrides_are_yaml_typed():
     assert cfg["optimizer"]["lr"] == 1e-3 and cfg["train"]["amp"] == "bf16"
     assert cfg["teacher"]["checkpoint"] == "/x/y.pt"
     # a beta given on the command line is multiplied by the kd weight too (reference semantics)
-    assert build_method(cfg["method"]).loss.beta == 18.0
+    loss = build_method(cfg["method"]).loss
+    assert loss.kd_weight * loss.beta == 18.0
 
 
 def test_user_yaml_extends_a_shipped_recipe(tmp_path):
