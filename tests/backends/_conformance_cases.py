@@ -589,10 +589,6 @@ def class_value_cases() -> list[Case]:
                 needs = cls == "DKDLoss" or ctor.get("ce_weight", 0.0) > 0
                 labels = I(rng.integers(0, 7, size=6)) if needs else None
                 faces = class_faces(cls)
-                if cls == "DKDLoss" and "epoch" in call:
-                    faces = ("torch",)  # keras: the epoch comes from EpochSchedule, not a call argument
-                if cls == "CTKDLoss":
-                    faces = faces if not call.get("epoch") else ("torch",)
                 temps = ctor.get("temperatures", core.DEFAULT_TEMPERATURES if cls == "MLKDLoss" else
                                  [ctor.get("temperature", 2.0 if cls != "CTKDLoss" else 21.0)])
                 scale = (ctor.get("kd_weight", 9.0 if cls == "MLKDLoss" else 1.0)
@@ -890,6 +886,8 @@ class KerasFace(Face):
         if case.dtype == "float64":
             kw["dtype"] = "float64"
         obj = self.construct(case.name, kw)
+        if "epoch" in case.call_kwargs:  # Keras: the epoch is state, set as EpochSchedule sets it
+            obj.set_epoch(case.call_kwargs["epoch"])
         s, t = (self.tensor(a) for a in case.args)
         y_true = t if case.labels is None else ns.pack_targets(t, self.tensor(case.labels))
         loss = obj(y_true, s)

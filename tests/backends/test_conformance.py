@@ -155,14 +155,8 @@ def test_every_public_name_has_cases():
     assert ctor_classes == set(cc.TORCH_CLASSES)
 
 
-def _namespace(face: str):
-    if face in IN_PROCESS:
-        return cc.face(face).namespace()
-    return None
-
-
 @pytest.mark.parametrize("face", cc.FRAMEWORK_FACES)
-def test_face_exports_every_public_name(face, results_of):
+def test_face_exports_every_public_name(face):
     if face not in IN_PROCESS:
         # the other Keras backend has the same module; its names are those of this process
         face = f"keras-{THIS_BACKEND}"
@@ -360,3 +354,10 @@ def test_torch_instance_wise_ctkd_refuses_a_class_count_mismatch():
 
     with pytest.raises(ValueError, match="'student_logits'|'teacher_logits'"):
         tns.CTKDLoss(instance_wise=True, num_classes=7)(*_torch_views(2), grl_lambda=-1.0)
+
+
+def test_keras_dkd_refuses_a_negative_epoch():
+    import logit_standardization.keras as kns
+
+    with pytest.raises(ValueError, match="'epoch'"):
+        kns.DKDLoss(warmup_epochs=4).set_epoch(-1)
