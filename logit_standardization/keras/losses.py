@@ -78,8 +78,8 @@ def _split_targets(fn: str, y_true: Any, y_pred: Any, *, labels_required: str | 
         import tensorflow as tf
 
         wrong = tf.logical_or(tf.logical_or(column != tf.round(column), column < 0), column >= c)
-        column = _ops._assert(column, tf.logical_not(tf.reduce_any(wrong)), _ops._message(fn, "y_true", expected, "label"),
-                              (tf.boolean_mask(column, wrong)[:1],))
+        column = _ops._assert(column, tf.logical_not(tf.reduce_any(wrong)),
+                              _ops._message(fn, "y_true", expected, "a label that is not one"))
     return teacher, ops.cast(ops.round(column), "int32")
 
 
@@ -314,7 +314,7 @@ class DKDLoss(_DistillLoss):
             return self.warmup_factor  # the core's dkd_warmup, which also refuses a negative epoch
         e = ops.cast(e, dtype)
         if _ops._tf_graph(e):
-            e = _ops._assert(e, ops.logical_not(e < 0), _ops._message(self._fn, "epoch", "finite and >= 0", "epoch"), (e,))
+            e = _ops._assert(e, ops.logical_not(e < 0), _ops._message(self._fn, "epoch", "finite and >= 0", "a negative epoch"))
         # dkd_warmup on the traced epoch: min(e / W, 1), and 1 while the epoch is unset
         return ops.where(ops.isnan(e), ops.ones_like(e), ops.minimum(e / self.warmup_epochs, 1.0))
 

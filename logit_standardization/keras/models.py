@@ -170,7 +170,8 @@ class Distiller(keras.Model):
         teacher_logits = ops.stop_gradient(self.teacher(x, training=False))
         if y is not None:
             y = ops.reshape(y, (-1,)) if len(_ops._shape(y)) == 2 and _ops._shape(y)[1] == 1 else y
-            targets = pack_targets(teacher_logits, y)
+            targets = pack_targets(teacher_logits, y)  # checks the labels (and the teacher logits)
+            y = ops.cast(targets[:, -1], "int32")  # the checked labels: the cross-entropy runs after the check
         else:
             targets = teacher_logits
         total = self.distillation_loss(targets, y_pred, sample_weight)

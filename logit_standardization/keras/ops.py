@@ -122,11 +122,14 @@ def _tf_graph(x: Any) -> bool:
     return not tf.executing_eagerly()
 
 
-def _assert(x: Any, condition: Any, message: str, data: tuple = ()) -> Any:
-    """``x`` with a TensorFlow run-time check attached: the step fails with ``message`` when ``condition`` is false."""
+def _assert(x: Any, condition: Any, message: str) -> Any:
+    """``x`` with a TensorFlow run-time check attached: the step fails with ``message`` (an
+    ``InvalidArgumentError``) when the scalar ``condition`` is false. ``check_numerics`` carries the
+    message as an attribute, so it arrives verbatim (an ``Assert`` would escape its quotes)."""
     import tensorflow as tf
 
-    check = tf.debugging.Assert(condition, [message, *data], summarize=1)
+    flag = tf.where(condition, tf.constant(0.0), tf.constant(float("nan")))
+    check = tf.debugging.check_numerics(flag, message)
     with tf.control_dependencies([check]):
         return tf.identity(x)
 
@@ -209,10 +212,9 @@ def _as_labels(fn: str, name: str, labels: Any, batch: int | None, num_classes: 
     batch = batch if batch is not None else (shape[0] if len(shape) == 1 and shape[0] is not None else 1)
     _checks.check_labels(fn, name, _fill(shape, (batch,)), kind, batch, num_classes, lo, hi)
     if _tf_graph(y):
-        low, high = ops.min(y), ops.max(y)
-        y = _assert(y, ops.logical_and(low >= 0, high < num_classes),
-                    _message(fn, name, f"class indices in [0, {int(num_classes)})", "label"),
-                    (ops.where(low < 0, low, high),))
+        c = int(num_classes)
+        y = _assert(y, ops.logical_and(ops.min(y) >= 0, ops.max(y) < c),
+                    _message(fn, name, f"class indices in [0, {c})", f"a label outside [0, {c})"))
     return ops.cast(y, "int32")
 
 

@@ -241,3 +241,159 @@ def test_mixed_precision_distillation_keeps_float32_losses_without_nan(digits, p
         assert history.history["loss"][-1] < history.history["loss"][0]
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+# ----------------------------------------------------------------------------- bad values inside fit
+def _fit_error():
+    """What stops ``fit`` on bad values: an assertion of the TensorFlow graph, or the eager ValueError."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.errors.InvalidArgumentError
+    return ValueError
+
+
+def test_fit_stops_on_labels_out_of_range_and_non_finite_teacher_logits(digits):
+    d = digits
+    x, y, t = d["x_tr"][:128], d["y_tr"][:128].copy(), d["t_tr"][:128].copy()
+    bad_y = y.copy()
+    bad_y[70] = C  # one label out of range, in the second batch
+    distiller = K.Distiller(d["teacher"], dense_model(None, seed=10, name="s_bad_labels"))
+    distiller.compile(optimizer="sgd")
+    assert not distiller.run_eagerly
+    with pytest.raises(_fit_error(), match=r"pack_targets: argument 'labels' must be class indices in \[0, 10\); got "):
+        distiller.fit(x, bad_y, epochs=1, batch_size=64, verbose=0)
+
+    student = dense_model(None, seed=11, name="s_bad_targets")
+    student.compile(optimizer="sgd", loss=K.DKDLoss(ce_weight=1.0))
+    packed = K.pack_targets(t, y)
+    packed[100, -1] = -1.0  # a label written into the targets by hand
+    with pytest.raises(_fit_error(), match=r"DKDLoss: argument 'y_true' must be class indices in \[0, 10\) in its last column; got "):
+        student.fit(x, packed, epochs=1, batch_size=64, verbose=0)
+
+    bad_t = t.copy()
+    bad_t[90, 3] = np.nan
+    student.compile(optimizer="sgd", loss=K.KDLoss())
+    with pytest.raises(_fit_error(), match=r"KDLoss: argument 'y_true' must be finite \(no NaN or Inf\); got non-finite values"):
+        student.fit(x, bad_t, epochs=1, batch_size=64, verbose=0)
+    bad_t[90, 3] = np.inf
+    with pytest.raises(_fit_error(), match=r"KDLoss: argument 'y_true' must be finite"):
+        student.evaluate(x, bad_t, batch_size=64, verbose=0)
+    # the checks cost nothing on good data: the same fit runs
+    student.fit(x, t, epochs=1, batch_size=64, verbose=0)
+
+
+def test_fit_stops_on_a_nan_teacher_inside_the_distiller(digits):
+    d = digits
+    teacher = dense_model(64, seed=12, name="nan_teacher")
+    weights = [w.copy() for w in d["teacher"].get_weights()]
+    weights[-1][2] = np.nan  # a NaN bias: every teacher logit of class 2 is NaN
+    teacher.set_weights(weights)
+    distiller = K.Distiller(teacher, dense_model(None, seed=13, name="s_nan_teacher"))
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(_fit_error(), match=r"pack_targets: argument 'teacher_logits' must be finite"):
+        distiller.fit(d["x_tr"][:64], d["y_tr"][:64], epochs=1, batch_size=64, verbose=0)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.data pipelines run TensorFlow graphs")
+def test_pack_targets_in_a_tf_data_map_checks_the_labels(digits):
+    import tensorflow as tf
+
+    d = digits
+    ds = tf.data.Dataset.from_tensor_slices((d["t_tr"][:8], np.array([0, 1, 2, 3, 4, 5, 6, 12], "int32")))
+    ds = ds.batch(4).map(lambda t, y: K.pack_targets(t, y))
+    batches = iter(ds)
+    assert next(batches).shape == (4, C + 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"pack_targets: argument 'labels' must be class indices"):
+        next(batches)
+
+
+# ----------------------------------------------------------------------------- mixed precision, constant rows
+def test_mixed_float16_compile_kd_moves_the_weights_from_constant_logits(digits):
+    """A zero-initialised head gives constant logit rows, where the Z-score gradient is ~|g| / eps."""
+    d = digits
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(14)
+        student = keras.Sequential([keras.Input((64,)), keras.layers.Dense(C, kernel_initializer="zeros",
+                                                                             bias_initializer="zeros")])
+        student.compile(optimizer=keras.optimizers.Adam(1e-2), loss=K.KDLoss())
+        before = [w.copy() for w in student.get_weights()]
+        history = student.fit(d["x_tr"][:512], d["t_tr"][:512], epochs=4, batch_size=64, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+        moved = [float(np.max(np.abs(a - b))) for a, b in zip(before, student.get_weights())]
+        assert all(m > 1e-3 for m in moved), moved
+        assert all(np.all(np.isfinite(w)) for w in student.get_weights())
+        logits = student.predict(d["x_te"], verbose=0)
+        assert np.all(np.isfinite(logits)) and np.all(np.std(logits, axis=1) > 0)  # no longer constant rows
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# ----------------------------------------------------------------------------- keras.distillation
+def test_standardized_logits_distillation_takes_loss_like_logits_distillation():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(6, 5)).astype("float32") * 4
+    s = rng.normal(size=(6, 5)).astype("float32")
+    zt, zs = core.zscore(t, temperature=3.0), core.zscore(s, temperature=3.0)
+    for loss in ("kl_divergence", keras.losses.KLDivergence(), keras.losses.kl_divergence):
+        value = K.StandardizedLogitsDistillation(temperature=3.0, loss=loss).compute_loss(t, s)
+        np.testing.assert_allclose(float(value), core.kd_loss(s, t, temperature=3.0), rtol=1e-5)
+    mse = K.StandardizedLogitsDistillation(3.0, "mse", kd_weight=2.0).compute_loss(t, s)
+    np.testing.assert_allclose(float(mse), 2.0 * np.mean((zt - zs) ** 2), rtol=1e-5)
+    raw = K.StandardizedLogitsDistillation(3.0, keras.losses.MeanAbsoluteError(), standardize=False)
+    np.testing.assert_allclose(float(raw.compute_loss(t, s)), np.mean(np.abs(t - s)) / 3.0, rtol=1e-5)
+    # multi-output: one loss per output, None skips one
+    multi = K.StandardizedLogitsDistillation(3.0, ["kl_divergence", None, "mse"])
+    value = multi.compute_loss([t, t, t], [s, s * 100, s])
+    np.testing.assert_allclose(float(value), core.kd_loss(s, t, temperature=3.0) + np.mean((zt - zs) ** 2), rtol=1e-5)
+    again = K.StandardizedLogitsDistillation.from_config(multi.get_config())
+    np.testing.assert_allclose(float(again.compute_loss([t, t, t], [s, s, s])), float(value), rtol=1e-6)
+
+
+def test_keras_distiller_serialization_and_saving_with_standardized_logits(tmp_path):
+    """Keras's own test_distiller_serialization_and_saving (keras/src/distillation/distiller_test.py)
+    with StandardizedLogitsDistillation in place of LogitsDistillation, plus equal predictions."""
+    import json
+
+    from keras.distillation import Distiller
+
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.layers.Dense(32, activation="relu", name="teacher_dense_1"),
+                                keras.layers.Dense(16, activation="relu", name="teacher_dense_2"),
+                                keras.layers.Dense(10, name="teacher_output")])
+    student = keras.Sequential([keras.layers.Dense(16, activation="relu", name="student_dense_1"),
+                                keras.layers.Dense(8, activation="relu", name="student_dense_2"),
+                                keras.layers.Dense(10, name="student_output")])
+    distillation_loss = K.StandardizedLogitsDistillation(temperature=3.0, loss="kl_divergence")
+    original = Distiller(teacher=teacher, student=student, distillation_losses=distillation_loss,
+                         student_loss_weight=0.7)
+    x_test = np.random.random((2, 20)).astype(np.float32)
+    _ = original(x_test)
+
+    config = original.get_config()
+    for key in ["teacher", "student", "distillation_losses", "distillation_loss_weights", "student_loss_weight"]:
+        assert key in config, key
+    assert isinstance(json.dumps(config), str)
+    reconstructed = Distiller.from_config(config)
+    assert reconstructed.student_loss_weight == 0.7
+    assert isinstance(reconstructed.distillation_losses[0], K.StandardizedLogitsDistillation)
+    assert reconstructed.distillation_losses[0].temperature == 3.0
+    assert reconstructed.distillation_losses[0].get_config() == distillation_loss.get_config()
+    assert tuple(reconstructed(x_test).shape) == (2, 10)
+
+    path = tmp_path / "distiller_model.keras"
+    original.compile(loss="sparse_categorical_crossentropy")
+    original.save(path)
+    loaded = keras.models.load_model(path)
+    assert tuple(loaded(x_test).shape) == (2, 10)
+    assert loaded.student_loss_weight == 0.7
+    assert isinstance(loaded.distillation_losses[0], K.StandardizedLogitsDistillation)
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(x_test)), ops.convert_to_numpy(original(x_test)),
+                               rtol=1e-6, atol=1e-6)
+    # the loaded distiller trains (Keras does not restore the compile state of its Distiller: compile again)
+    loaded.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = np.random.random((32, 20)).astype(np.float32), np.random.randint(0, 10, 32)
+    history = loaded.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
