@@ -90,28 +90,31 @@ def upcast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- Z-score
 def zscore_forward(x: torch.Tensor, ddof: int, eps: float, scale: Any = 1.0):
-    r"""``scale * Z(x)`` along the last axis, and what the backward needs.
+    r"""``scale * Z(x)`` along the last axis, and the deviation the backward needs.
 
-    Returns ``(z, sigma, factor, power)``: the row is first multiplied by ``power``
-    (:func:`row_power`, ``eps`` too); then ``z = (x' - mean) * factor`` with
-    ``factor = scale / (eps' + s')`` (0 where ``eps' + s' == 0``: a constant row maps to zeros,
-    as in the core) and ``sigma`` the deviation :math:`s'` of the scaled row (the mean first,
-    then the root of the summed squared deviations over ``C - ddof``). ``scale`` (a number or a
-    tensor broadcasting against ``(..., 1)``) folds a ``1/temperature`` into the same pass.
+    Returns ``(z, sigma)``. The row is first multiplied by :func:`row_power` (``eps`` too);
+    then ``z = (x' - mean) * factor`` with ``factor = scale / (eps' + s')`` (0 where
+    ``eps' + s' == 0``: a constant row maps to zeros, as in the core). ``sigma`` is the deviation
+    of the row itself, :math:`s = s' / 2^{-k}` (the mean first, then the root of the summed
+    squared deviations over ``C - ddof``; ``inf`` where it exceeds the dtype's range).
+    ``scale`` (a number or a tensor broadcasting against ``(..., 1)``) folds a
+    ``1/temperature`` into the same pass.
     """
     power = row_power(x)
     xs = x * power
     centred = xs - xs.mean(dim=-1, keepdim=True)
     sigma = torch.linalg.vector_norm(centred, dim=-1, keepdim=True).mul_((x.shape[-1] - ddof) ** -0.5)
-    denom = sigma.add(power * eps) if eps > 0 else sigma
-    factor = denom.reciprocal().masked_fill_(denom == 0, 0.0)
+    denom = sigma + power * eps if eps > 0 else sigma
+    # a denominator below the smallest normal number can only be eps' alone (a constant row of
+    # huge logits, eps scaled far down): raised to it, its reciprocal stays finite and z stays 0
+    factor = denom.clamp_min(torch.finfo(x.dtype).tiny).reciprocal_().masked_fill_(denom == 0, 0.0)
     if not (isinstance(scale, float) and scale == 1.0):
         factor = factor.mul_(scale)
-    return centred.mul_(factor), sigma, factor, power
+    return centred.mul_(factor), sigma / power
 
 
-def zscore_backward(grad: torch.Tensor, z: torch.Tensor, rho: Any, sigma: torch.Tensor, factor: torch.Tensor,
-                    power: torch.Tensor, n: int, *, zero_sum: bool = False):
+def zscore_backward(grad: torch.Tensor, z: torch.Tensor, rho: Any, sigma: torch.Tensor, eps: float, n: int, *,
+                    zero_sum: bool = False):
     r"""Vector-Jacobian product of the Z-score (notes §1).
 
     .. math::
@@ -121,22 +124,22 @@ def zscore_backward(grad: torch.Tensor, z: torch.Tensor, rho: Any, sigma: torch.
 
     with the second term dropped where :math:`s = 0` (as autograd through ``torch.std``
     does) and everything 0 where :math:`\varepsilon + s = 0`. ``g`` is the gradient with
-    respect to :math:`Z(x)`; ``z``, ``sigma``, ``factor`` and ``power`` come from
-    :func:`zscore_forward` with ``scale = 1/rho``, i.e. ``z = Z(x)/rho`` and
-    ``factor = 1/((eps' + s') rho)`` of the scaled row; the result is scaled back by ``power``.
-    ``zero_sum=True`` skips :math:`\bar g` for a ``g`` whose rows sum to 0 analytically
-    (the KD gradients :math:`q - p` and :math:`p \odot (\log p - \log q - \mathrm{KL})`).
+    respect to :math:`Z(x)`; ``z`` and ``sigma`` come from :func:`zscore_forward` with
+    ``scale = 1/rho``, i.e. ``z = Z(x)/rho``; ``sigma`` is the unscaled deviation :math:`s`, so
+    the gradient is formed at the row's own scale (an overflowed :math:`s` gives 0, the
+    underflowed true value). ``zero_sum=True`` skips :math:`\bar g` for a ``g`` whose rows sum
+    to 0 analytically (the KD gradients :math:`q - p` and
+    :math:`p \odot (\log p - \log q - \mathrm{KL})`).
     """
-    inv_d = factor if isinstance(rho, float) and rho == 1.0 else factor * rho
+    d = sigma + eps
+    inv_d = d.reciprocal().masked_fill_(d == 0, 0.0)
     coef = torch.linalg.vecdot(grad, z, dim=-1).unsqueeze_(-1)
     # (g . Z) / (n s), times rho; 0/0 at s = 0 (then z = 0 too) becomes 0
     coef = coef.div_(sigma * (n / (rho * rho))).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
     if zero_sum:
-        out = torch.mul(grad, inv_d).addcmul_(z, coef, value=-1)
-    else:
-        out = torch.addcmul(grad.mean(dim=-1, keepdim=True).mul_(inv_d).neg_(), z, coef, value=-1)
-        out = out.addcmul_(grad, inv_d)
-    return out.mul_(power)
+        return torch.mul(grad, inv_d).addcmul_(z, coef, value=-1)
+    out = torch.addcmul(grad.mean(dim=-1, keepdim=True).mul_(inv_d).neg_(), z, coef, value=-1)
+    return out.addcmul_(grad, inv_d)
 
 
 class ZScore(torch.autograd.Function):
@@ -144,17 +147,17 @@ class ZScore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, ddof: int, eps: float):
-        z, sigma, factor, power = zscore_forward(x, ddof, eps)
-        ctx.save_for_backward(z, sigma, factor, power)
-        ctx.n = x.shape[-1] - ddof
+        z, sigma = zscore_forward(x, ddof, eps)
+        ctx.save_for_backward(z, sigma)
+        ctx.n, ctx.eps = x.shape[-1] - ddof, eps
         return z
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        z, sigma, factor, power = ctx.saved_tensors
+        z, sigma = ctx.saved_tensors
         with full_precision(grad.device):
-            return zscore_backward(grad, z, 1.0, sigma, factor, power, ctx.n), None, None
+            return zscore_backward(grad, z, 1.0, sigma, ctx.eps, ctx.n), None, None
 
 
 # ----------------------------------------------------------------------------- KD rows
@@ -195,17 +198,17 @@ class KDRows(torch.autograd.Function):
         keep_t = need_t or need_tau
         # teacher first, so its standardized copy can be dropped early (peak memory)
         if standardize:
-            zt, sig_t, f_t, pow_t = zscore_forward(t, ddof, eps, scale)
+            zt, sig_t = zscore_forward(t, ddof, eps, scale)
         else:
-            zt, sig_t, f_t, pow_t = (t * scale if fold else t), None, None, None
+            zt, sig_t = (t * scale if fold else t), None
         logp = torch.log_softmax(zt if fold else zt / tau, dim=-1)
         if not keep_t:
-            zt = sig_t = f_t = pow_t = None
+            zt = sig_t = None
         p = logp.exp()
         if standardize:
-            zs, sig_s, f_s, pow_s = zscore_forward(s, ddof, eps, scale)
+            zs, sig_s = zscore_forward(s, ddof, eps, scale)
         else:
-            zs, sig_s, f_s, pow_s = (s * scale if fold else s), None, None, None
+            zs, sig_s = (s * scale if fold else s), None
         logq = torch.log_softmax(zs if fold else zs / tau, dim=-1)
         lr = logp.sub_(logq)  # log p - log q
         # 0 log 0 = 0: an underflowed p contributes nothing, also where log q is -inf
@@ -215,16 +218,16 @@ class KDRows(torch.autograd.Function):
         del logq
         w = p.mul_(lr.sub_(kl.unsqueeze(-1))) if keep_t else None  # p (log p - log q - KL)
         del p, lr
-        ctx.meta = (standardize, s.shape[-1] - ddof, fold, scalar, rho if scalar else None)
+        ctx.meta = (standardize, s.shape[-1] - ddof, eps, fold, scalar, rho if scalar else None)
         ctx.save_for_backward(None if scalar else tau, zs, zt, diff, w,
-                              kl if need_tau else None, sig_s, f_s, pow_s, sig_t, f_t, pow_t)
+                              kl if need_tau else None, sig_s, sig_t)
         return kl * tau2
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        tau, zs, zt, diff, w, kl, sig_s, f_s, pow_s, sig_t, f_t, pow_t = ctx.saved_tensors
-        standardize, n, fold, scalar, rho = ctx.meta
+        tau, zs, zt, diff, w, kl, sig_s, sig_t = ctx.saved_tensors
+        standardize, n, eps, fold, scalar, rho = ctx.meta
         need_s, need_t, need_tau = ctx.needs_input_grad[:3]
         gs = gt = gtau = None
         with full_precision(grad.device):
@@ -237,10 +240,10 @@ class KDRows(torch.autograd.Function):
                 g_tau = (grad * tau.squeeze(-1)).unsqueeze(-1)  # (K, B, 1)
             if need_s:
                 gz = diff * g_tau if fold else (diff * g_tau).sum(0)
-                gs = zscore_backward(gz, zs, rho, sig_s, f_s, pow_s, n, zero_sum=True) if standardize else gz
+                gs = zscore_backward(gz, zs, rho, sig_s, eps, n, zero_sum=True) if standardize else gz
             if need_t:
                 gz = w * g_tau if fold else (w * g_tau).sum(0)
-                gt = zscore_backward(gz, zt, rho, sig_t, f_t, pow_t, n, zero_sum=True) if standardize else gz
+                gt = zscore_backward(gz, zt, rho, sig_t, eps, n, zero_sum=True) if standardize else gz
             if need_tau:
                 # the saved zs, zt are Z/tau when folded: multiplying by tau converts back
                 proj = torch.linalg.vecdot(diff, zs, dim=-1) + torch.linalg.vecdot(w, zt, dim=-1)

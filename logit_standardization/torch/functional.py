@@ -158,14 +158,18 @@ def _standardize_scaled(x: torch.Tensor, eps: torch.Tensor, ddof: int, temperatu
     """The core's ``standardize_scaled`` along the last axis.
 
     The deviation is a vector norm (autograd gives it a zero gradient at a constant row, as
-    ``torch.std`` does, where a square root would give NaN).
+    ``torch.std`` does, where a square root would give NaN). A positive denominator below
+    ``2**24`` times the smallest normal number can only be ``eps`` scaled far down (a constant
+    row of logits above about 1e23 in float32, 1e293 in float64); it is raised to that floor,
+    so that autograd's incoming-gradient-over-denominator stays finite.
     """
     c = x.shape[-1]
     centred = x - x.mean(dim=-1, keepdim=True)
     std = torch.linalg.vector_norm(centred, dim=-1, keepdim=True) * (c - ddof) ** -0.5
     denom = (eps + std) * temperature
     positive = denom > 0
-    return torch.where(positive, centred / torch.where(positive, denom, 1.0), 0.0)
+    safe = torch.where(positive, denom, 1.0).clamp_min(torch.finfo(x.dtype).tiny * 2.0**24)
+    return torch.where(positive, centred / safe, 0.0)
 
 
 def _zscore_plain(x: torch.Tensor, ddof: int, eps: float, temperature: float = 1.0) -> torch.Tensor:
@@ -297,7 +301,7 @@ def zscore(
         >>> zscore(torch.tensor([[1.0, 2.0, 3.0]]) * 50 + 7, temperature=2.0)
         tensor([[-0.5000,  0.0000,  0.5000]])
         >>> zscore(torch.tensor([[1.0, 2.0, 3.0]]) * 1e38)   # near float32's largest value
-        tensor([[-1.,  0.,  1.]])
+        tensor([[-1.0000,  0.0000,  1.0000]])
     """
     fn = "zscore"
     check = _checks.check_hyper(fn, check_finite=check_finite)["check_finite"]
