@@ -63,8 +63,7 @@ def row_power(x: torch.Tensor) -> torch.Tensor:
     brings the largest magnitude of any finite row into :math:`[1/2, 1)` (the core's ``rescale``).
     """
     _, k = torch.frexp(x.detach().abs().amax(dim=-1, keepdim=True))
-    k = k.clamp_min(_min_exponent(x.dtype))
-    return torch.exp2(k.neg().to(x.dtype))
+    return k.clamp_min_(_min_exponent(x.dtype)).to(x.dtype).neg_().exp2_()
 
 
 class SaturatingUpcast(torch.autograd.Function):
@@ -92,25 +91,26 @@ def upcast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def zscore_forward(x: torch.Tensor, ddof: int, eps: float, scale: Any = 1.0):
     r"""``scale * Z(x)`` along the last axis, and the deviation the backward needs.
 
-    Returns ``(z, sigma)``. The row is first multiplied by :func:`row_power` (``eps`` too);
+    Returns ``(z, sigma, power)``. The row is first multiplied by :func:`row_power` (``eps`` too);
     then ``z = (x' - mean) * factor`` with ``factor = scale / (eps' + s')`` (0 where
-    ``eps' + s' == 0``: a constant row maps to zeros, as in the core). ``sigma`` is the deviation
-    of the row itself, :math:`s = s' / 2^{-k}` (the mean first, then the root of the summed
-    squared deviations over ``C - ddof``; ``inf`` where it exceeds the dtype's range).
+    ``eps' + s' == 0``: a constant row maps to zeros, as in the core); ``sigma`` is the deviation
+    :math:`s'` of the scaled row (the mean first, then the root of the summed squared deviations
+    over ``C - ddof``) and ``power`` the factor :math:`2^{-k}`. The backward needs
+    ``sigma / power``, the deviation of the row itself (``inf`` beyond the dtype's range).
     ``scale`` (a number or a tensor broadcasting against ``(..., 1)``) folds a
     ``1/temperature`` into the same pass.
     """
     power = row_power(x)
-    xs = x * power
-    centred = xs - xs.mean(dim=-1, keepdim=True)
+    centred = x * power
+    centred = centred.sub_(centred.mean(dim=-1, keepdim=True))
     sigma = torch.linalg.vector_norm(centred, dim=-1, keepdim=True).mul_((x.shape[-1] - ddof) ** -0.5)
-    denom = sigma + power * eps if eps > 0 else sigma
-    # a denominator below the smallest normal number can only be eps' alone (a constant row of
-    # huge logits, eps scaled far down): raised to it, its reciprocal stays finite and z stays 0
-    factor = denom.clamp_min(torch.finfo(x.dtype).tiny).reciprocal_().masked_fill_(denom == 0, 0.0)
+    denom = torch.add(sigma, power, alpha=eps) if eps > 0 else sigma
+    # a denominator below the smallest normal number (0 included) can only be eps' alone, at a
+    # constant row (centred = 0): raised to it, its reciprocal stays finite and z stays 0
+    factor = denom.clamp_min(torch.finfo(x.dtype).tiny).reciprocal_()
     if not (isinstance(scale, float) and scale == 1.0):
         factor = factor.mul_(scale)
-    return centred.mul_(factor), sigma / power
+    return centred.mul_(factor), sigma, power
 
 
 def zscore_backward(grad: torch.Tensor, z: torch.Tensor, rho: Any, sigma: torch.Tensor, eps: float, n: int, *,
@@ -147,8 +147,8 @@ class ZScore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, ddof: int, eps: float):
-        z, sigma = zscore_forward(x, ddof, eps)
-        ctx.save_for_backward(z, sigma)
+        z, sigma, power = zscore_forward(x, ddof, eps)
+        ctx.save_for_backward(z, sigma.div_(power))
         ctx.n, ctx.eps = x.shape[-1] - ddof, eps
         return z
 
@@ -198,7 +198,8 @@ class KDRows(torch.autograd.Function):
         keep_t = need_t or need_tau
         # teacher first, so its standardized copy can be dropped early (peak memory)
         if standardize:
-            zt, sig_t = zscore_forward(t, ddof, eps, scale)
+            zt, sig_t, pow_t = zscore_forward(t, ddof, eps, scale)
+            sig_t = sig_t.div_(pow_t) if keep_t else None
         else:
             zt, sig_t = (t * scale if fold else t), None
         logp = torch.log_softmax(zt if fold else zt / tau, dim=-1)
@@ -206,13 +207,16 @@ class KDRows(torch.autograd.Function):
             zt = sig_t = None
         p = logp.exp()
         if standardize:
-            zs, sig_s = zscore_forward(s, ddof, eps, scale)
+            zs, sig_s, pow_s = zscore_forward(s, ddof, eps, scale)
+            sig_s = sig_s.div_(pow_s) if need_s else None
         else:
             zs, sig_s = (s * scale if fold else s), None
         logq = torch.log_softmax(zs if fold else zs / tau, dim=-1)
         lr = logp.sub_(logq)  # log p - log q
-        # 0 log 0 = 0: an underflowed p contributes nothing, also where log q is -inf
-        lr = lr.masked_fill_(p == 0, 0.0)
+        if not standardize:
+            # 0 log 0 = 0 also where log q is -inf (raw logits whose range overflows); standardized
+            # logits are bounded, so both log-softmaxes are finite there
+            lr = lr.masked_fill_(p == 0, 0.0)
         kl = torch.linalg.vecdot(p, lr, dim=-1)
         diff = logq.exp_().sub_(p) if (need_s or need_tau) else None  # q - p
         del logq
