@@ -123,12 +123,13 @@ class _DistillLoss(keras.losses.Loss):
         y_true = _ops._as_logits(fn, "y_true", y_true, like=_ops._shape(s)[:1] + (None,))
         t, labels = _split_targets(fn, y_true, s, labels_required=self._labels_reason())
         kd = self.kd_weight * self._distill_rows(s, ops.cast(t, s.dtype), labels)
-        rows, terms = kd, {"kd": kd}
+        rows, terms = kd, {"ce": ops.zeros_like(kd), "kd": kd}
         if self.ce_weight and labels is not None:
-            ce = self.ce_weight * _ops._ce_rows(s, labels)
-            rows, terms = rows + ce, {"ce": ce, "kd": kd}
+            terms["ce"] = self.ce_weight * _ops._ce_rows(s, labels)
+            rows = rows + terms["ce"]
         if _ops._concrete(rows):  # eager calls only: a traced step has no values to keep
-            self.last_terms = {k: ops.stop_gradient(_ops._mean(v)) for k, v in terms.items()}
+            how = {"sum": "sum", "none": "none", None: "none"}.get(self.reduction, "mean")  # no sample weights
+            self.last_terms = {k: ops.stop_gradient(_ops._reduce(v, how)) for k, v in terms.items()}
         return rows
 
     def get_config(self):
@@ -157,7 +158,8 @@ class KDLoss(_DistillLoss):
     (``"sum_over_batch_size"``, the default, is the core's ``"mean"``) and ``sample_weight``
     apply. The published KD+LS recipe is ``KDLoss(temperature=2.0, kd_weight=9.0, ce_weight=0.1)``
     (Sun et al., CVPR 2024, supplementary §2). After an eager call, ``last_terms`` holds the
-    weighted batch means ``{"ce": ..., "kd": ...}`` (detached) for logging.
+    weighted terms ``{"ce": ..., "kd": ...}`` (detached, reduced as the loss is, without sample
+    weights; ``"ce"`` is 0 when it was not computed) for logging.
 
     Args:
         temperature: base temperature :math:`\tau > 0`.
