@@ -40,13 +40,13 @@ def resolved():
 def test_the_recipe_families_are_complete():
     expected = {f"cifar100/teacher/{a}" for a in ("resnet56", "resnet110", "resnet32x4", "ResNet50", "wrn_40_2", "vgg13")}
     expected |= {f"cifar100/{m}/{p}" for m in CIFAR_METHODS for p in PAIRS}
-    expected |= {f"imagenet/{m}/{p}" for m in ("kd", "kd_ls", "dkd", "dkd_ls", "ctkd", "ctkd_ls")
+    expected |= {f"imagenet/{m}/{p}" for m in ("kd", "kd_ls", "dkd", "dkd_ls", "ctkd", "ctkd_ls", "mlkd", "mlkd_ls")
                  for p in ("ResNet34-ResNet18", "ResNet50-MobileNetV1")}
     expected |= {f"demo/{m}" for m in ("teacher", "student", "kd", "kd_ls")}
     expected |= {f"fashion_mnist/{m}" for m in ("teacher", "student", *CIFAR_METHODS, "kd_ls_matched",
                                                  "dkd_ls_matched", "mlkd_ls_matched")}
     assert set(ALL) == expected
-    assert len(ALL) == 6 + 14 * 8 + 12 + 4 + 13
+    assert len(ALL) == 6 + 14 * 8 + 16 + 4 + 13
 
 
 def test_every_recipe_resolves_with_a_paper_number_or_a_note(resolved):
@@ -228,6 +228,16 @@ def test_imagenet_literal_values(resolved):
     ct = resolved["imagenet/ctkd_ls/ResNet34-ResNet18"]
     assert ct["data"]["batch_size"] == 256 and ct["schedule"]["epochs"] == 120 and ct["optimizer"]["lr"] == 0.1
     assert (ct["method"]["ce_weight"], ct["method"]["kd_weight"], ct["method"]["loops"]) == (1.0, 2.0, 5)
+    # MLKD: the LS repository's ImageNet yamls (LR 0.1 for ResNet34 -> ResNet18, 0.2 for ResNet50 -> MobileNetV1)
+    for pair, lr in (("ResNet34-ResNet18", 0.1), ("ResNet50-MobileNetV1", 0.2)):
+        ml, ls_ = resolved[f"imagenet/mlkd/{pair}"], resolved[f"imagenet/mlkd_ls/{pair}"]
+        assert ml["optimizer"]["lr"] == ls_["optimizer"]["lr"] == lr and ml["schedule"]["epochs"] == 100
+        m = ml["method"]
+        assert (m["temperatures"], m["ce_weight"], m["kd_weight"], m["standardize"]) == ([1.0, 3.0, 5.0, 2.0, 6.0], 0.5, 0.5, False)
+        m = ls_["method"]
+        assert (m["temperatures"], m["ce_weight"], m["kd_weight"], m["standardize"]) == ([2.0, 3.0, 5.0, 2.0, 6.0], 0.5, 9.0, True)
+        assert "never published" in ls_["note"] and ml["data"]["cutout_quirk"] is True
+    assert resolved["imagenet/mlkd_ls/ResNet34-ResNet18"]["paper"] == 72.08
     ct = resolved["imagenet/ctkd/ResNet34-ResNet18"]  # the CTKD code's ImageNet script: gamma 1, alpha 1
     assert (ct["method"]["ce_weight"], ct["method"]["kd_weight"], ct["method"]["standardize"]) == (1.0, 1.0, False)
     assert resolved["imagenet/dkd_ls/ResNet34-ResNet18"]["note"]  # unpublished settings are flagged
