@@ -59,6 +59,7 @@ from .checkpoint import (
     load_weights,
     remove_stale_temp_files,
     save_atomic,
+    save_student,
     student_payload,
     validate_resume_checkpoint,
 )
@@ -558,7 +559,7 @@ class _Run:
         seconds = time.perf_counter() - t_run
         summary = self._summary(seconds)
         if state.is_main:
-            save_atomic(self._payload(), out / "student.pt")
+            save_student(self._payload(), out)  # student.pt and student.safetensors
             _write_json(out / "summary.json", summary)
         self._log_final(summary)
         return summary
