@@ -1,19 +1,19 @@
-"""Load a trained student safely and rebuild it: PyTorch checkpoints and Keras ``.keras`` files.
+"""Load a trained student safely and rebuild it: PyTorch checkpoints, safetensors and Keras ``.keras`` files.
 
-PyTorch files are read with ``torch.load(..., weights_only=True)`` only: the restricted
-unpickler accepts tensors, numbers, strings and containers and refuses any file whose
-pickle names a function or class to call. The architecture is looked up *by name* in the
-model zoo (:mod:`logit_standardization.training.models`); nothing stored in a checkpoint is
-ever imported or executed. Keras files are opened with ``safe_mode=True``, which refuses
+PyTorch and safetensors files are read by the library's one checkpoint reader
+(:func:`logit_standardization.training.checkpoint.read_checkpoint`, shared with
+``lskd-train --teacher`` and ``lskd-plot``): the file's ``.sha256`` is checked when there is
+one; ``.safetensors`` files go through the safetensors loader, and pickles through
+``torch.load(..., weights_only=True)`` only, whose restricted unpickler accepts tensors,
+numbers, strings and containers and refuses any file whose pickle names a function or class
+to call. The architecture is looked up *by name* in the model zoo
+(:mod:`logit_standardization.training.models`); nothing stored in a checkpoint is ever
+imported or executed. Keras files are opened with ``safe_mode=True``, which refuses
 serialized Python code (``Lambda`` layers).
 """
 
 from __future__ import annotations
 
-import pickle
-import pickletools
-import re
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 
 from ._errors import (
     CheckpointFormatError,
+    ExportError,
     CheckpointNotFoundError,
     StateDictMismatchError,
     UnknownArchitectureError,
@@ -63,65 +64,24 @@ class Student:
 
 
 # --------------------------------------------------------------------------------------------
-# safe loading
+# safe loading: the one checkpoint reader of logit_standardization.training.checkpoint
 
 
-def _pickle_bytes(path: Path) -> bytes:
-    """The pickle stream of a file: ``data.pkl`` of a torch zip archive, or the file itself."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
-            return archive.read(names[0]) if names else b""
-    return path.read_bytes()
-
-
-def _pickle_globals(data: bytes) -> list[str] | None:
-    """Callables a pickle stream names (read with ``pickletools``, nothing is executed).
-
-    Returns None when ``data`` is not a well-formed pickle.
-    """
-    found: list[str] = []
-    strings: list[str] = []
-    try:
-        for opcode, arg, _pos in pickletools.genops(data):
-            if opcode.name == "GLOBAL":
-                found.append(str(arg).replace(" ", "."))
-            elif opcode.name == "STACK_GLOBAL":
-                found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
-            elif opcode.name in ("INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE") and not found:
-                found.append("?")
-            if isinstance(arg, str):
-                strings.append(arg)
-            if opcode.name == "STOP":
-                break
-    except (ValueError, EOFError, UnicodeDecodeError, pickle.UnpicklingError):
-        return None
-    return found
-
-
-_SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.core.multiarray._reconstruct")
-
-
-def _unsafe_reason(message: str, path: Path) -> str | None:
-    """Why the safe loader refused ``path``, or None if the file is simply not a pickle."""
-    found = re.search(r"GLOBAL ([\w.]+)", message)
-    if found:
-        return f"it asks to import and call {found.group(1)!r}"
-    try:
-        names = _pickle_globals(_pickle_bytes(path))
-    except (OSError, zipfile.BadZipFile, KeyError):
-        return None
-    if names is None:
-        return None
-    # names the safe loader itself accepts (tensor rebuilding) are not the problem
-    named = sorted({n for n in names if n != "?" and not n.startswith(_SAFE_PREFIXES)})
-    if named:
-        return f"it asks to import and call {', '.join(map(repr, named))}"
-    return "it uses pickle instructions outside the safe subset (the safe loader reads only what torch.save writes)"
+def _export_error(exc) -> ExportError:
+    """The export error (and so the exit status) of a ``CheckpointError`` of the shared reader."""
+    kind = getattr(exc, "kind", "")
+    if kind == "missing":
+        return CheckpointNotFoundError(str(exc))
+    if kind == "unsafe":
+        return UnsafeCheckpointError(str(exc))
+    return CheckpointFormatError(str(exc))
 
 
 def safe_torch_load(path: str | Path) -> Any:
     """Read a PyTorch file with ``torch.load(path, map_location="cpu", weights_only=True)``.
+
+    The file's ``<path>.sha256``, when present, is checked first
+    (:func:`logit_standardization.training.checkpoint.load_checkpoint` does the reading).
 
     Args:
         path: the file.
@@ -133,7 +93,8 @@ def safe_torch_load(path: str | Path) -> Any:
         CheckpointNotFoundError: ``path`` does not exist or is not a file.
         UnsafeCheckpointError: the file needs arbitrary code to unpickle; it was refused and
             nothing from it ran.
-        CheckpointFormatError: the file is truncated, corrupt or not a PyTorch file.
+        CheckpointFormatError: the file is truncated, corrupt (SHA-256 mismatch) or not a
+            PyTorch file.
 
     Example:
         >>> import tempfile, torch
@@ -143,92 +104,22 @@ def safe_torch_load(path: str | Path) -> Any:
         >>> safe_torch_load(p)["fc.weight"].shape
         torch.Size([2, 3])
     """
-    import torch
+    from ..training.checkpoint import CheckpointError, load_checkpoint
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    if not path.is_file():
-        raise CheckpointNotFoundError(f"checkpoint {str(path)!r} is not a file")
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = _unsafe_reason(str(exc), path) if "weights only load failed" in str(exc).lower() else None
-        if reason:
-            raise UnsafeCheckpointError(
-                f"refusing to load {str(path)!r}: the safe loader (torch.load weights_only=True) rejected it "
-                f"because {reason}. Unpickling such a file can run arbitrary code, so it was "
-                "not loaded and nothing from it was executed. If you trust the file, re-save only its weights "
-                "(torch.save(model.state_dict(), 'weights.pt')) and export that with --arch."
-            ) from None
-        raise _unreadable(path, exc) from None
-    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError, IndexError) as exc:
-        raise _unreadable(path, exc) from None
-
-
-def _unreadable(path: Path, exc: BaseException) -> CheckpointFormatError:
-    text = str(exc).strip().splitlines()
-    if text and text[0].lower().startswith("weights only load failed"):
-        reason = "not a valid pickle stream"
-    else:
-        reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-    return CheckpointFormatError(
-        f"cannot read {str(path)!r} ({reason}): the file is truncated, corrupt or not a PyTorch checkpoint"
-    )
+        return load_checkpoint(path, what="checkpoint")
+    except CheckpointError as exc:
+        raise _export_error(exc) from None
 
 
 # --------------------------------------------------------------------------------------------
-# PyTorch checkpoints
+# PyTorch checkpoints (.pt, .pth, .safetensors)
 
 
 def _zoo():
     from ..training import models
 
     return models
-
-
-def _as_list(values: Any) -> list[float] | None:
-    try:
-        return [float(v) for v in values]
-    except (TypeError, ValueError):
-        return None
-
-
-def _find_payload_meta(payload: Any) -> dict[str, Any]:
-    """``normalization`` and ``input_size`` of a student.pt payload (also nested in best/last.pt)."""
-    candidates = [payload]
-    if isinstance(payload, dict) and isinstance(payload.get("student"), dict):
-        candidates.insert(0, payload["student"])
-    out: dict[str, Any] = {}
-    for obj in candidates:
-        if not isinstance(obj, dict):
-            continue
-        norm = obj.get("normalization")
-        if "normalization" not in out and isinstance(norm, dict):
-            mean, std = _as_list(norm.get("mean", ())), _as_list(norm.get("std", ()))
-            if mean and std:
-                out["normalization"] = {"mean": mean, "std": std}
-        size = obj.get("input_size")
-        if "input_size" not in out and isinstance(size, (list, tuple)) and size:
-            try:
-                out["input_size"] = tuple(int(v) for v in size)
-            except (TypeError, ValueError):
-                pass
-    return out
-
-
-def _describe_layout(payload: Any) -> str:
-    if isinstance(payload, dict):
-        if isinstance(payload.get("student"), dict):
-            kind = payload.get("kind")
-            return f"{kind}.pt training checkpoint" if kind in ("best", "last") else "training checkpoint"
-        if isinstance(payload.get("state_dict"), dict):
-            return "student.pt"
-        if isinstance(payload.get("model"), dict):
-            return "reference-zoo file {'model': state_dict}"
-    return "plain state dict"
 
 
 def _strip_common_prefix(model, state: dict) -> tuple[dict, str | None]:
@@ -267,15 +158,14 @@ def _unknown_arch(arch: str, dataset: str | None) -> UnknownArchitectureError:
 def _load_torch_student(
     path: Path, *, arch: str | None, dataset: str | None, num_classes: int | None
 ) -> Student:
-    from ..training.checkpoint import CheckpointError, describe_mismatch, extract_state_dict, state_dict_mismatch
+    from ..training.checkpoint import CheckpointError, describe_mismatch, read_checkpoint, state_dict_mismatch
 
     models = _zoo()
-    payload = safe_torch_load(path)
     try:
-        state, meta = extract_state_dict(payload, path=path, what="checkpoint")
+        loaded = read_checkpoint(path, what="checkpoint")
     except CheckpointError as exc:
-        raise CheckpointFormatError(str(exc)) from None
-    meta.update(_find_payload_meta(payload))
+        raise _export_error(exc) from None
+    state, meta = loaded.state_dict, dict(loaded.meta)
     notes: list[str] = []
 
     if dataset is not None and dataset not in models.list_datasets():
@@ -288,7 +178,7 @@ def _load_torch_student(
     arch = arch or declared
     if not arch:
         raise CheckpointFormatError(
-            f"{str(path)!r} is a {_describe_layout(payload)} and does not say which architecture it holds; "
+            f"{str(path)!r} is a {loaded.format} and does not say which architecture it holds; "
             "pass --arch NAME (and --dataset if the name exists for several datasets). " + _known_archs(dataset)
         )
     dataset = dataset or meta.get("dataset")
@@ -351,7 +241,7 @@ def _load_torch_student(
         layout="NCHW",
         normalization=normalization,
         source=path,
-        source_format=_describe_layout(payload),
+        source_format=loaded.format,
         notes=notes,
     )
 
@@ -447,9 +337,10 @@ def load_student(
 ) -> Student:
     """Load a checkpoint safely and rebuild the student network it holds.
 
-    Accepted inputs: ``student.pt`` of ``lskd-train``; its ``best.pt``/``last.pt`` (the student
-    is extracted); reference-zoo files ``{"model": state_dict}`` and plain state dicts (these
-    need ``arch``); Keras 3 ``.keras`` files. A DataParallel ``module.`` prefix, or any single
+    Accepted inputs: ``student.pt`` or ``student.safetensors`` of ``lskd-train``; its
+    ``best.pt``/``last.pt`` (the student is extracted); reference-zoo files
+    ``{"model": state_dict}``, plain state dicts and safetensors files without ``lskd-train``
+    metadata (these need ``arch``); Keras 3 ``.keras`` files. A DataParallel ``module.`` prefix, or any single
     prefix under which the whole network sits (``student.``), is stripped.
 
     Args:
@@ -466,7 +357,9 @@ def load_student(
         CheckpointNotFoundError: ``path`` does not exist.
         UnsafeCheckpointError: the file needs arbitrary code to unpickle (or, for Keras, holds
             serialized Python code).
-        CheckpointFormatError: unreadable file, no weights found, or no architecture known.
+        CheckpointFormatError: unreadable or truncated file, a SHA-256 mismatch with its
+            ``.sha256`` file, a missing or malformed safetensors metadata field, no weights
+            found, or no architecture known.
         UnknownArchitectureError: ``arch`` or ``dataset`` is not in the model zoo.
         StateDictMismatchError: the weights do not fit the architecture.
     """

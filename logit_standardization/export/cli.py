@@ -12,7 +12,8 @@ Exit status: 0 success; 2 usage or setup error (a bad or abbreviated option, an 
 is the checkpoint itself -- same path, symbolic or hard link -- even with ``--force``, an
 input size the network cannot take, a missing optional dependency: one line on stderr says
 what to fix); otherwise the ``exit_code`` of the failure (see :data:`logit_standardization.export.EXIT_CODES`): 3 checkpoint not found,
-4 unsafe checkpoint refused, 5 unrecognised checkpoint or missing metadata, 6 unknown
+4 unsafe checkpoint refused, 5 unreadable or corrupt checkpoint (truncated, SHA-256 mismatch), missing
+or malformed metadata, 6 unknown
 architecture or dataset, 7 weights do not fit the architecture, 8 output exists (no
 ``--force``), 9 output not writable, 10 verification failed, 11 conversion failed,
 12 execution provider unavailable, 13 bad calibration data.
@@ -60,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lskd-export",
         allow_abbrev=False,
-        description="Export a trained student (student.pt, best.pt/last.pt, a reference {'model': state_dict} "
-        "file or plain state dict with --arch, or a Keras .keras file) to one ONNX file, then verify it in "
-        "ONNX Runtime against the source model.",
+        description="Export a trained student (student.pt or student.safetensors, best.pt/last.pt, a reference "
+        "{'model': state_dict} file or plain state dict with --arch, or a Keras .keras file) to one ONNX file, "
+        "then verify it in ONNX Runtime against the source model.",
         epilog="Example: lskd-export runs/cifar100/kd_ls/resnet32x4-resnet8x4/student.pt --onnx --benchmark",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

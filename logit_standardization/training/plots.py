@@ -21,11 +21,12 @@ Four PNG files are written (by default into ``RUN_DIR/plots/``):
     test cross-entropy, train and test top-1, and CTKD's temperature and :math:`\lambda` when
     present.
 
-The logit figures need the run's ``student.pt``, its teacher (``teacher.checkpoint`` of the
-recipe in ``summary.json``, or ``--teacher``) and the evaluation split of its dataset (the
-recipe's ``data.root``, or ``--data-root``). A run without a teacher (a teacher run or a
-student trained alone) gets the statistics of its own network only. When the data cannot be
-found the curves are still drawn and the reason is printed.
+The logit figures need the run's ``student.pt`` (or ``student.safetensors``), its teacher
+(``teacher.checkpoint`` of the recipe in ``summary.json``, or ``--teacher``) and the
+evaluation split of its dataset (the recipe's ``data.root``, or ``--data-root``). A run
+without a teacher (a teacher run or a student trained alone) gets the statistics of its own
+network only. When the data cannot be found the curves are still drawn and the reason is
+printed; a checkpoint that is corrupt or unreadable is refused (exit status 2).
 
 The library functions take plain NumPy arrays, so they also serve runs trained elsewhere:
 
@@ -503,7 +504,7 @@ class RunLogits:
     """Logits of a run's networks on the evaluation split of its dataset.
 
     Attributes:
-        student: ``(N, C)`` logits of the run's network (``student.pt``).
+        student: ``(N, C)`` logits of the run's network (``student.pt`` or ``student.safetensors``).
         teacher: ``(N, C)`` logits of its teacher, or None for a run without a teacher.
         labels: ``(N,)`` true classes.
         class_names: names of the classes.
@@ -534,23 +535,38 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _load_network(path: Path, *, arch: str | None, dataset: str, num_classes: int, what: str):
-    from .checkpoint import extract_state_dict, load_checkpoint, load_weights
+    from .checkpoint import load_weights, read_checkpoint
     from .models import create_model
 
+    loaded = read_checkpoint(path, what=what)  # the one reader: .pt/.pth or .safetensors, SHA-256 checked
     if arch is None:
-        _, meta = extract_state_dict(load_checkpoint(path, what=what), path=path, what=what)
-        arch = meta.get("arch")
+        arch = loaded.meta.get("arch")
         if not arch:
             raise ValueError(f"{what} {str(path)!r} does not name its architecture; it must be a student.pt, "
-                             "best.pt or last.pt written by lskd-train")
+                             "student.safetensors, best.pt or last.pt written by lskd-train")
     net = create_model(arch, dataset=dataset, num_classes=num_classes)
-    load_weights(net, path, arch=arch, what=what)
+    load_weights(net, loaded, arch=arch, what=what)
     return net.eval(), arch
+
+
+STUDENT_FILES = ("student.pt", "student.safetensors")
+"""The files of a run that hold its final network, in the order they are looked for."""
+
+
+def _student_file(run_dir: Path) -> Path:
+    for name in STUDENT_FILES:
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise FileNotFoundError(f"{str(run_dir / STUDENT_FILES[0])!r} does not exist (nor {STUDENT_FILES[1]}): "
+                            "the run has not finished")
 
 
 def run_logits(run_dir: str | Path, *, data_root: str | Path | None = None, teacher: str | Path | None = None,
                max_samples: int | None = 10000, device: str = "cpu", batch_size: int = 500) -> RunLogits:
-    """Evaluate a run's ``student.pt`` (and its teacher) on the evaluation split of its dataset.
+    """Evaluate a run's network (and its teacher) on the evaluation split of its dataset.
+
+    The network is read from ``student.pt``, or from ``student.safetensors`` when the run
+    directory holds only that.
 
     Args:
         run_dir: a ``lskd-train`` output directory.
@@ -562,7 +578,9 @@ def run_logits(run_dir: str | Path, *, data_root: str | Path | None = None, teac
         batch_size: evaluation batch size.
 
     Raises:
-        FileNotFoundError: the run directory, ``student.pt``, a checkpoint or the data is missing.
+        FileNotFoundError: the run directory, the student file, a checkpoint or the data is missing.
+        CheckpointError: a checkpoint is corrupt (SHA-256 mismatch), unreadable, refused by the
+            safe loader or has malformed metadata (missing or unfit files are the errors above).
     """
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -577,9 +595,7 @@ def run_logits(run_dir: str | Path, *, data_root: str | Path | None = None, teac
     test = bundle.test
     if max_samples is not None and len(test) > max_samples:
         test = Subset(test, _subsample(len(test), int(max_samples)).tolist())
-    student_path = run_dir / "student.pt"
-    if not student_path.is_file():
-        raise FileNotFoundError(f"{str(student_path)!r} does not exist: the run has not finished")
+    student_path = _student_file(run_dir)
     student, student_arch = _load_network(student_path, arch=cfg["student"]["arch"], dataset=dataset,
                                           num_classes=bundle.num_classes, what="student checkpoint")
     teacher_net, teacher_arch = None, None
@@ -619,9 +635,10 @@ def plot_run(run_dir: str | Path, *, output: str | Path | None = None, data_root
              log: Callable[[str], None] | None = print) -> list[Path]:
     """Write the figures of one run; return the paths written.
 
-    The curves need only ``metrics.jsonl``; the logit figures need ``student.pt``, the data
-    and (for the comparisons) the teacher. What cannot be drawn is reported through ``log``
-    with the reason, and the rest is still written.
+    The curves need only ``metrics.jsonl``; the logit figures need ``student.pt`` (or
+    ``student.safetensors``), the data and (for the comparisons) the teacher. What cannot be
+    drawn is reported through ``log`` with the reason, and the rest is still written; a
+    checkpoint that is corrupt, unreadable or refused by the safe loader is an error.
 
     Args:
         run_dir: a ``lskd-train`` output directory.
@@ -634,6 +651,8 @@ def plot_run(run_dir: str | Path, *, output: str | Path | None = None, data_root
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a directory or holds no ``metrics.jsonl``.
+        CheckpointError: the student or teacher checkpoint is corrupt (SHA-256 mismatch),
+            unreadable, unsafe, or has malformed metadata.
     """
     say = log or (lambda _msg: None)
     run_dir = Path(run_dir)
@@ -654,6 +673,8 @@ def plot_run(run_dir: str | Path, *, output: str | Path | None = None, data_root
     try:
         logits = run_logits(run_dir, data_root=data_root, teacher=teacher, max_samples=max_samples, device=device)
     except (FileNotFoundError, ValueError, KeyError) as exc:
+        if getattr(exc, "kind", None) in ("corrupt", "unsafe", "unreadable", "metadata"):
+            raise  # a damaged or refused checkpoint (CheckpointError) is an error, not a figure to skip
         say(f"lskd-plot: no logit figures for {run_dir}: {exc}")
         logits = None
     if logits is not None:
