@@ -30,13 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from .training.callbacks import Callback
 
 __all__ = ["main", "build_parser", "run_demo", "format_table", "STEPS"]
 
@@ -77,36 +78,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------- progress
-_EPOCH = re.compile(r"^epoch (\d+)/(\d+)\b")
-_TEST = re.compile(r"test top-1 ([0-9.]+)")
+class _Progress(Callback):
+    """The demo's view of one training, fed by the engine's epoch records.
 
+    On a terminal: a progress bar (epochs, last test top-1) with the engine's other messages
+    printed above it; otherwise one short plain line per epoch. ``log`` is the engine's log
+    function. With ``verbose`` there is neither: the engine prints its full line for every
+    epoch (``epoch_lines``) and ``log`` prints every message.
+    """
 
-class _Progress:
-    """A log function for the engine: one progress bar per training, other messages printed."""
-
-    def __init__(self, label: str, epochs: int, verbose: bool) -> None:
-        self.verbose = verbose
+    def __init__(self, label: str, verbose: bool) -> None:
+        self.label, self.verbose = label, verbose
         self.bar = None
-        if not verbose:
-            from tqdm.auto import tqdm
+        self.epochs = 0
+        self.records: list[dict[str, Any]] = []
 
-            self.bar = tqdm(total=epochs, desc=f"  {label:<14}", unit="epoch", dynamic_ncols=True, file=sys.stdout,
-                            bar_format="{desc} {bar} {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]")
+    def log(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write("  " + message)
+        else:
+            print("  " + message, flush=True)
 
-    def __call__(self, message: str) -> None:
-        m = _EPOCH.match(message)
-        if self.bar is None or not m:
-            if self.bar is not None and self.bar.n >= (self.bar.total or 0):
-                self.close()  # the last epoch is done: the bar stays above the closing lines
-            if self.bar is not None:
-                self.bar.write("  " + message)
-            else:
-                print("  " + message, flush=True)
+    def on_train_begin(self, info: dict[str, Any]) -> None:
+        self.epochs = int(info["epochs"])
+        if self.verbose or not sys.stdout.isatty():
             return
-        self.bar.n = int(m.group(1))
-        test = _TEST.search(message)
-        self.bar.set_postfix_str(f"test top-1 {test.group(1)}" if test else "", refresh=False)
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=info["epochs"], initial=info["start_epoch"] - 1, desc=f"  {self.label:<14}",
+                        unit="epoch", dynamic_ncols=True, file=sys.stdout,
+                        bar_format="{desc} {bar} {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]")
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.bar is None:
+            if not self.verbose:
+                print(f"  {self.label}: epoch {record['epoch']}/{self.epochs}, test top-1 {record['test_top1']:.2f}",
+                      flush=True)
+            return
+        self.bar.n = int(record["epoch"])
+        self.bar.set_postfix_str(f"test top-1 {record['test_top1']:.2f}", refresh=False)
         self.bar.refresh()
+
+    def on_train_end(self, summary: dict[str, Any]) -> None:
+        self.close()  # the bar stays above the closing lines
+
+    def on_exception(self, exc: BaseException) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -181,9 +199,10 @@ def _train_all(output: Path, overrides: list[str], epochs: int, verbose: bool,
         else:
             what += ", cross-entropy"
         say(f"[{i}/6] {label}: lskd-train {recipe} ({what}) -> {output / name}")
-        progress = _Progress(label, epochs, verbose)
+        progress = _Progress(label, verbose)
         try:
-            summaries[name] = train(cfg, output / name, device="cpu", quiet=True, log=progress)
+            summaries[name] = train(cfg, output / name, device="cpu", quiet=True, log=progress.log,
+                                    callbacks=[progress], epoch_lines=verbose)
         finally:
             progress.close()
     return summaries

@@ -6,7 +6,7 @@ Usage::
                       [--teacher PATH] [--device auto|cpu|cuda] [--seed N] [--resume] [--download]
                       [--amp off|bf16|fp16] [--channels-last] [--compile] [--sync-bn]
                       [--deterministic] [--workers N] [--runs N | --seeds S [S ...]] [--quiet] [--no-plots]
-                      [--set KEY=VALUE [KEY=VALUE ...]]
+                      [--logger tensorboard|wandb ...] [--set KEY=VALUE [KEY=VALUE ...]]
     lskd-train --list [PREFIX]
     lskd-train --show RECIPE [options]      # print the resolved recipe and exit
     lskd-train --version
@@ -21,6 +21,10 @@ optional dependency, ``--list`` of a prefix no recipe has), 128 + the signal num
 143) when SIGINT/SIGTERM stopped training after saving ``last.pt``. Options cannot be
 abbreviated (``--epoch`` is refused). Progress bars are drawn only when stderr is a
 terminal; otherwise (and with ``--quiet``) one plain line per epoch is printed.
+
+Every run writes ``metrics.csv`` next to ``metrics.jsonl``; ``--logger tensorboard`` adds
+TensorBoard scalars under ``OUTPUT/tensorboard``, ``--logger wandb`` a Weights & Biases run
+(``WANDB_MODE=offline`` works without a network); ``--logger`` may be given several times.
 """
 
 from __future__ import annotations
@@ -79,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
     p.add_argument("--no-plots", action="store_true",
                    help="do not draw the run's figures at the end (draw them later with lskd-plot RUN_DIR)")
+    p.add_argument("--logger", dest="loggers", action="append", default=[], choices=("tensorboard", "wandb"),
+                   help="also log every epoch to TensorBoard (OUTPUT/tensorboard) or Weights & Biases (the wandb "
+                   "package; WANDB_MODE=offline needs no network); may be repeated. metrics.csv is always written")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override any recipe key, value parsed as YAML (e.g. method.kd_weight=6 "
                    "schedule.milestones=[30,60])")
@@ -140,7 +147,7 @@ def _repeat(cfg: dict[str, Any], output: Path, seeds: list[int], args, state, lo
         run_cfg = {**cfg, "train": {**cfg["train"], "seed": seed}}
         log(f"== {cfg['name']}: seed {seed} ({len(results) + 1}/{len(seeds)})")
         results.append(train(run_cfg, output / f"seed{seed}", resume=args.resume, quiet=args.quiet, state=state,
-                             log=log))
+                             log=log, callbacks=_loggers(args)))
         _plots(args, state, output / f"seed{seed}", log)
     best = [r["best"]["top1"] for r in results]
     last = [r["last"]["top1"] for r in results]
@@ -162,6 +169,13 @@ def _repeat(cfg: dict[str, Any], output: Path, seeds: list[int], args, state, lo
     log(f"{cfg['name']} over {len(seeds)} runs: {paper}best top-1 {bm:.2f} ± {bs:.2f}, "
         f"last top-1 {lm:.2f} ± {ls:.2f} [{output / 'runs.json'}]")
     return report
+
+
+def _loggers(args) -> list:
+    """New logger callbacks for ``--logger`` (one set per training run)."""
+    from .callbacks import make_loggers
+
+    return make_loggers(args.loggers)
 
 
 def _plots(args, state, run_dir: Path, log) -> None:
@@ -221,6 +235,11 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     import torch  # noqa: F401  -- fail here, with the install hint, when the [train] extra is missing
 
+    try:
+        _loggers(args)  # a logger whose package is missing: say so before any work
+    except TrainingError as exc:
+        return _error(str(exc))
+
     from . import distributed as D
     from .engine import TrainingInterrupted, train
 
@@ -238,7 +257,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             seeds = args.seeds or [cfg["train"]["seed"] + i for i in range(args.runs)]
             _repeat(cfg, output, seeds, args, state, log)
         else:
-            train(cfg, output, resume=args.resume, quiet=args.quiet, state=state, log=log)
+            train(cfg, output, resume=args.resume, quiet=args.quiet, state=state, log=log, callbacks=_loggers(args))
             _plots(args, state, output, log)
     except TrainingError as exc:
         return _error(str(exc))

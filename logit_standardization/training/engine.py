@@ -34,6 +34,7 @@ but fresh augmentation draws.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -42,8 +43,9 @@ import random
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +55,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import distributed as D
 from ._errors import TrainingError
+from .callbacks import Callback, CSVLogger
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -69,8 +72,11 @@ __all__ = [
     "TrainingInterrupted",
     "StudentWithLoss",
     "train",
+    "train_one_epoch",
     "train_step",
     "evaluate",
+    "EpochStats",
+    "Callback",
     "lr_at",
     "seed_everything",
     "accuracy_counts",
@@ -299,6 +305,145 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device, amp:
     return {"loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n}
 
 
+@dataclass
+class EpochStats:
+    """What :func:`train_one_epoch` measured (on this rank until the epoch is complete).
+
+    Attributes:
+        names: ``"loss"`` and then the method's term names (``"ce"``, ``"kd"``, ...).
+        sums: float64 sums over the samples of each name's batch mean times the batch size.
+        counts: float64 ``[top-1 hits, top-5 hits, samples]`` of the training batches.
+        seconds: ``{"train": ..., "data": ...}`` (data: waiting for the loader).
+        steps: batches of the epoch done so far (including those of a resumed position).
+        stopped: True when ``should_stop`` ended the epoch early; the sums are then this rank's,
+            not summed over the ranks.
+    """
+
+    names: list[str] = field(default_factory=list)
+    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
+    counts: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))
+    seconds: dict[str, float] = field(default_factory=lambda: {"train": 0.0, "data": 0.0})
+    steps: int = 0
+    stopped: bool = False
+
+    @classmethod
+    def from_partial(cls, partial: dict[str, Any], device: torch.device) -> "EpochStats":
+        """The statistics saved in ``last.pt`` by an interrupted epoch (its ``partial`` entry)."""
+        return cls(names=list(partial["terms"]), sums=torch.tensor(partial["sums"], dtype=torch.float64, device=device),
+                   counts=torch.tensor(partial["counts"], dtype=torch.float64, device=device),
+                   seconds=dict(partial["seconds"]), steps=int(partial["batches_done"]))
+
+    def partial(self, epoch: int, *, world_size: int, batch: int) -> dict[str, Any]:
+        """The ``partial`` entry of ``last.pt`` for a stop inside ``epoch``."""
+        return {"epoch": epoch, "batches_done": self.steps, "terms": self.names, "sums": self.sums.tolist(),
+                "counts": self.counts.tolist(), "seconds": self.seconds, "world_size": world_size, "batch": batch}
+
+
+def train_one_epoch(model: nn.Module, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, loader: DataLoader, *, device: torch.device, epoch: int,
+                    views: int = 1, amp: str = "off", channels_last: bool = False,
+                    state: D.DistState | None = None, start: EpochStats | None = None, progress: bool = False,
+                    desc: str = "", should_stop: Callable[[], bool] | None = None) -> EpochStats:
+    """One pass over ``loader`` with :func:`train_step`: the epoch's loss terms and accuracy.
+
+    The model is put in train mode and the teacher in eval mode. The caller sets the learning
+    rate, the seeds and the sampler's position first (as :func:`train` does).
+
+    Args:
+        model: a :class:`StudentWithLoss` (possibly wrapped in DDP).
+        teacher: the frozen teacher, or None.
+        optimizer, scaler: as for :func:`train_step`.
+        loader: the training batches ``(images..., labels)``.
+        device: where the batches go.
+        epoch: the 1-based epoch (for messages).
+        views, amp, channels_last: as for :func:`train_step` and :func:`evaluate`.
+        state: the :class:`.distributed.DistState` (None: one process).
+        start: statistics of an interrupted epoch to continue (:meth:`EpochStats.from_partial`).
+        progress: draw a tqdm bar on stderr (labelled ``desc``).
+        should_stop: asked after each step (every 20 steps under DDP, agreed by all ranks);
+            True ends the epoch early with ``stopped`` set.
+
+    Returns:
+        The :class:`EpochStats`, summed over the ranks unless stopped early.
+
+    Raises:
+        TrainingError: the loss is not finite (checked every step on CPU, every 50 elsewhere).
+    """
+    state = state or D.DistState(rank=0, world_size=1, local_rank=0, device=device, distributed=False)
+    model.train()
+    if teacher is not None:
+        teacher.eval()
+    stats = start or EpochStats(sums=torch.zeros(0, dtype=torch.float64, device=device),
+                                counts=torch.zeros(3, dtype=torch.float64, device=device))
+    stats.counts = stats.counts.to(device)
+    names, sums, counts, seconds = stats.names, stats.sums.to(device), stats.counts, stats.seconds
+    done = stats.steps
+    total_steps = len(loader) + done
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=done, desc=desc, unit="it", leave=False, dynamic_ncols=True,
+                   file=sys.stderr)
+    step = done
+    t0 = time.perf_counter()
+    shown = t0
+    it: Iterator = iter(loader)
+    try:
+        while True:
+            t_data = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            seconds["data"] += time.perf_counter() - t_data
+            *images, labels = batch
+            images = images[0] if len(images) == 1 else tuple(images)
+            images = _to_device(images, device, channels_last)
+            labels = labels.to(device, non_blocking=True)
+            loss, terms, out = train_step(model, teacher, optimizer, scaler, images, labels, views=views, amp=amp)
+            step += 1
+
+            with torch.no_grad():
+                if not names:
+                    names = ["loss", *terms]
+                    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
+                n = labels.numel()
+                vals = torch.stack([loss.detach().double(), *(terms[k].detach().double() for k in names[1:])])
+                sums += vals * n
+                weak = out[0] if isinstance(out, tuple) else out
+                c1, c5 = accuracy_counts(weak.detach(), labels)
+                counts[:2] += torch.stack([c1.double(), c5.double()])
+                counts[2] += n
+            now = time.perf_counter()
+            if bar is not None:
+                bar.update(1)
+                if now - shown > 0.5 or step == total_steps:
+                    shown = now
+                    c = counts.tolist()
+                    bar.set_postfix(loss=f"{sums[0].item() / max(c[2], 1):.4f}",
+                                    acc=f"{100 * c[0] / max(c[2], 1):.2f}",
+                                    img_s=f"{c[2] * state.world_size / max(seconds['train'] + now - t0, 1e-9):.0f}")
+            if device.type == "cpu" or step % 50 == 0:  # on an accelerator, sync only now and then
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"the loss became {value} at epoch {epoch}, iteration {step}: training diverged "
+                        "(lower optimizer.lr, or check the data and the teacher checkpoint)")
+            # a stop request ends every rank at the same step (checked every 20 steps under DDP: one sync)
+            if should_stop is not None and (not state.distributed or step % 20 == 0) \
+                    and D.any_rank(should_stop(), state):
+                seconds["train"] += time.perf_counter() - t0
+                return EpochStats(names, sums, counts, seconds, step, stopped=True)
+        seconds["train"] += time.perf_counter() - t0
+    finally:
+        if bar is not None:
+            bar.close()
+    D.all_reduce_sum(sums, state)
+    D.all_reduce_sum(counts, state)
+    return EpochStats(names, sums, counts, seconds, step)
+
+
 class _SignalFlag:
     """Remember SIGTERM/SIGINT instead of dying; restore the previous handlers on exit."""
 
@@ -349,8 +494,10 @@ class _Run:
     """State of one training run (built by :func:`train`)."""
 
     def __init__(self, cfg: dict[str, Any], output: Path, state: D.DistState, *, quiet: bool, resume: bool,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], callbacks: Sequence[Callback] = (), epoch_lines: bool = True) -> None:
         self.cfg, self.output, self.state, self.quiet, self.log = cfg, output, state, quiet, log
+        self.callbacks: list[Callback] = list(callbacks) if state.is_main else []  # rank 0 only
+        self.epoch_lines = epoch_lines
         self.device = state.device
         t = cfg["train"]
         self.amp = t["amp"]
@@ -537,32 +684,62 @@ class _Run:
                      f"top-5 {self.teacher_eval['top5']:.2f}")
             self.teacher.eval()
 
-        t_run = time.perf_counter()
-        with _SignalFlag() as flag:
-            for epoch in range(start, self.epochs + 1):
-                skip = partial if partial and partial["epoch"] == epoch else None
-                record = self._epoch(epoch, skip, flag)
-                partial = None
-                self.history.append(record)
-                improved = record["test_top1"] > self.best["top1"]
-                if improved:
-                    self.best = {"epoch": epoch, "top1": record["test_top1"], "top5": record["test_top5"]}
-                if state.is_main:
-                    with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
+        begun = False
+        try:
+            self._call("on_train_begin", self._info(start, resumed=ck is not None))
+            begun = True
+            t_run = time.perf_counter()
+            with _SignalFlag() as flag:
+                for epoch in range(start, self.epochs + 1):
+                    self._call("on_epoch_begin", epoch)
+                    skip = partial if partial and partial["epoch"] == epoch else None
+                    record = self._epoch(epoch, skip, flag)
+                    partial = None
+                    self.history.append(record)
+                    improved = record["test_top1"] > self.best["top1"]
                     if improved:
-                        save_atomic({"kind": "best", "epoch": epoch, "top1": record["test_top1"],
-                                     "top5": record["test_top5"], "student": self._payload()}, out / "best.pt")
-                    if epoch % self.cfg["train"]["save_every"] == 0 or epoch == self.epochs:
-                        self._save_last(epoch)
-                self._log_epoch(record)
-        seconds = time.perf_counter() - t_run
-        summary = self._summary(seconds)
-        if state.is_main:
-            save_student(self._payload(), out)  # student.pt and student.safetensors
-            _write_json(out / "summary.json", summary)
+                        self.best = {"epoch": epoch, "top1": record["test_top1"], "top5": record["test_top5"]}
+                    if state.is_main:
+                        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                            f.write(json.dumps(record) + "\n")
+                        if improved:
+                            save_atomic({"kind": "best", "epoch": epoch, "top1": record["test_top1"],
+                                         "top5": record["test_top5"], "student": self._payload()}, out / "best.pt")
+                        if epoch % self.cfg["train"]["save_every"] == 0 or epoch == self.epochs:
+                            self._save_last(epoch)
+                    if self.epoch_lines:
+                        self._log_epoch(record)
+                    self._call("on_epoch_end", dict(record))
+            seconds = time.perf_counter() - t_run
+            summary = self._summary(seconds)
+            if state.is_main:
+                save_student(self._payload(), out)  # student.pt and student.safetensors
+                _write_json(out / "summary.json", summary)
+            self._call("on_train_end", copy.deepcopy(summary))
+        except BaseException as exc:
+            if begun:
+                for cb in self.callbacks:
+                    try:
+                        cb.on_exception(exc)
+                    except Exception as cb_exc:  # the training error is the one to report
+                        self.log(f"callback {type(cb).__name__}.on_exception failed: {type(cb_exc).__name__}: "
+                                 f"{cb_exc}")
+            raise
         self._log_final(summary)
         return summary
+
+    def _call(self, hook: str, arg: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(arg)
+
+    def _info(self, start: int, *, resumed: bool) -> dict[str, Any]:
+        return {
+            "output": self.output, "config": self.cfg, "recipe": self.cfg["name"], "seed": self.seed,
+            "world_size": self.state.world_size, "device": str(self.device), "epochs": self.epochs,
+            "start_epoch": start, "resumed": resumed, "history": [dict(r) for r in self.history],
+            "best": dict(self.best), "teacher": dict(self.teacher_eval) if self.teacher_eval else None,
+            "student_arch": self.student_arch, "num_classes": self.num_classes,
+        }
 
     def _epoch(self, epoch: int, partial: dict[str, Any] | None, flag: _SignalFlag) -> dict[str, Any]:
         state = self.state
@@ -574,89 +751,25 @@ class _Run:
         self.loader_generator.manual_seed(_epoch_seed(self.seed, epoch, state.rank) + 1)
         done = int(partial["batches_done"]) if partial else 0
         self.sampler.set_position(epoch, skip=done * self.batch)
-        self.student.train()
-        if self.teacher is not None:
-            self.teacher.eval()
 
-        names: list[str] = []
-        sums = torch.zeros(0, dtype=torch.float64, device=self.device)
-        counts = torch.zeros(3, dtype=torch.float64, device=self.device)  # top1, top5, n
-        seconds = {"train": 0.0, "data": 0.0}
-        if partial:
-            names = list(partial["terms"])
-            sums = torch.tensor(partial["sums"], dtype=torch.float64, device=self.device)
-            counts = torch.tensor(partial["counts"], dtype=torch.float64, device=self.device)
-            seconds = dict(partial["seconds"])
-        total_steps = len(self.train_loader) + done
-        bar = None
-        if state.is_main and not self.quiet and sys.stderr.isatty():  # plain epoch lines when not a terminal
-            from tqdm.auto import tqdm
+        stats = train_one_epoch(
+            self.model, self.teacher, self.optimizer, self.scaler, self.train_loader, device=self.device,
+            epoch=epoch, views=self.method.views, amp=self.amp, channels_last=self.channels_last, state=state,
+            start=EpochStats.from_partial(partial, self.device) if partial else None,
+            progress=state.is_main and not self.quiet and sys.stderr.isatty(),  # plain epoch lines otherwise
+            desc=f"epoch {epoch}/{self.epochs}", should_stop=lambda: flag.signum is not None)
+        if stats.stopped:
+            self._interrupt(epoch, stats, flag.signum or signal.SIGTERM)
 
-            bar = tqdm(total=total_steps, initial=done, desc=f"epoch {epoch}/{self.epochs}", unit="it",
-                       leave=False, dynamic_ncols=True, file=sys.stderr)
-        step = done
-        t0 = time.perf_counter()
-        shown = t0
-        it: Iterator = iter(self.train_loader)
-        while True:
-            t_data = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            seconds["data"] += time.perf_counter() - t_data
-            *images, labels = batch
-            images = images[0] if len(images) == 1 else tuple(images)
-            images = _to_device(images, self.device, self.channels_last)
-            labels = labels.to(self.device, non_blocking=True)
-            loss, terms, out = train_step(self.model, self.teacher, self.optimizer, self.scaler, images, labels,
-                                          views=self.method.views, amp=self.amp)
-            step += 1
-
-            with torch.no_grad():
-                if not names:
-                    names = ["loss", *terms]
-                    sums = torch.zeros(len(names), dtype=torch.float64, device=self.device)
-                n = labels.numel()
-                vals = torch.stack([loss.detach().double(), *(terms[k].detach().double() for k in names[1:])])
-                sums += vals * n
-                weak = out[0] if isinstance(out, tuple) else out
-                c1, c5 = accuracy_counts(weak.detach(), labels)
-                counts[:2] += torch.stack([c1.double(), c5.double()])
-                counts[2] += n
-            now = time.perf_counter()
-            if bar is not None:
-                bar.update(1)
-                if now - shown > 0.5 or step == total_steps:
-                    shown = now
-                    c = counts.tolist()
-                    bar.set_postfix(loss=f"{sums[0].item() / max(c[2], 1):.4f}",
-                                    acc=f"{100 * c[0] / max(c[2], 1):.2f}",
-                                    img_s=f"{c[2] * state.world_size / max(seconds['train'] + now - t0, 1e-9):.0f}")
-            if self.device.type == "cpu" or step % 50 == 0:  # on an accelerator, sync only now and then
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"the loss became {value} at epoch {epoch}, iteration {step}: training diverged "
-                        "(lower optimizer.lr, or check the data and the teacher checkpoint)")
-            # a signal stops every rank at the same step (checked every 20 steps under DDP: one sync)
-            if (not state.distributed or step % 20 == 0) and D.any_rank(flag.signum is not None, state):
-                seconds["train"] += time.perf_counter() - t0
-                self._interrupt(epoch, step, names, sums, counts, seconds, flag.signum or signal.SIGTERM, bar)
-        seconds["train"] += time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-
-        D.all_reduce_sum(sums, state)
-        D.all_reduce_sum(counts, state)
-        c1, c5, n = counts.tolist()
+        c1, c5, n = stats.counts.tolist()
         n = max(n, 1.0)
+        seconds = stats.seconds
         t_eval = time.perf_counter()
         test = evaluate(self.student, self.test_loader, device=self.device, amp=self.amp,
                         channels_last=self.channels_last, state=state)
         eval_seconds = time.perf_counter() - t_eval
         record: dict[str, Any] = {"epoch": epoch, "lr": lr}
-        for name, value in zip(names, sums.tolist()):
+        for name, value in zip(stats.names, stats.sums.tolist()):
             record["train_loss" if name == "loss" else f"train_loss_{name}"] = value / n
         record.update({
             "train_top1": 100.0 * c1 / n, "train_top5": 100.0 * c5 / n,
@@ -671,17 +784,12 @@ class _Run:
         })
         return record
 
-    def _interrupt(self, epoch, step, names, sums, counts, seconds, signum, bar) -> None:
-        if bar is not None:
-            bar.close()
-        partial = {"epoch": epoch, "batches_done": step, "terms": names, "sums": sums.tolist(),
-                   "counts": counts.tolist(), "seconds": seconds, "world_size": self.state.world_size,
-                   "batch": self.batch}
-        self._save_last(epoch - 1, partial)
+    def _interrupt(self, epoch: int, stats: EpochStats, signum: int) -> None:
+        self._save_last(epoch - 1, stats.partial(epoch, world_size=self.state.world_size, batch=self.batch))
         D.barrier(self.state)
         name = signal.Signals(signum).name
         raise TrainingInterrupted(signum, f"{name} received: saved {self.output / 'last.pt'} at epoch {epoch}, "
-                                          f"iteration {step}; continue with --resume")
+                                          f"iteration {stats.steps}; continue with --resume")
 
     # ------------------------------------------------------------------------------ reports
     def _log_epoch(self, r: dict[str, Any]) -> None:
@@ -736,9 +844,13 @@ def _default_log(state: D.DistState) -> Callable[[str], None]:
 
 
 def train(cfg: dict[str, Any], output: str | Path, *, device: str = "auto", resume: bool = False,
-          quiet: bool = False, state: D.DistState | None = None,
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+          quiet: bool = False, state: D.DistState | None = None, log: Callable[[str], None] | None = None,
+          callbacks: Sequence[Callback] | None = None, epoch_lines: bool = True) -> dict[str, Any]:
     """Run a resolved recipe and write its outputs; return the summary (also ``summary.json``).
+
+    The run: set-up (data, networks, method, optimizer, the resume state), then per epoch
+    :func:`train_one_epoch` and :func:`evaluate`, the epoch's record (``metrics.jsonl``) and
+    checkpoints, and the callbacks (:class:`.callbacks.Callback`).
 
     Args:
         cfg: a resolved recipe (:func:`.recipes.load_recipe`); ``teacher.checkpoint`` must be
@@ -750,6 +862,9 @@ def train(cfg: dict[str, Any], output: str | Path, *, device: str = "auto", resu
         state: an already initialised :class:`.distributed.DistState` (default: from the
             environment, i.e. torchrun's variables, which also initialises the process group).
         log: where messages go (default: ``print`` on rank 0).
+        callbacks: :class:`.callbacks.Callback` objects, called in order on rank 0 only, after
+            the :class:`.callbacks.CSVLogger` that is always on (``metrics.csv``).
+        epoch_lines: send one line per epoch to ``log`` (False: the callbacks report epochs).
 
     Returns:
         The summary dict (see ``summary.json``).
@@ -770,7 +885,8 @@ def train(cfg: dict[str, Any], output: str | Path, *, device: str = "auto", resu
         if state.is_main:
             for stale in remove_stale_temp_files(output):
                 log(f"removed the stale temporary file {stale} (an interrupted checkpoint write)")
-        return _Run(cfg, output, state, quiet=quiet, resume=resume, log=log).run()
+        return _Run(cfg, output, state, quiet=quiet, resume=resume, log=log,
+                    callbacks=[CSVLogger(), *(callbacks or [])], epoch_lines=epoch_lines).run()
     finally:
         if own_state:
             D.teardown(state)
