@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -129,3 +130,45 @@ def test_demo_options():
         demo.main(["--epochs", "0"])
     with pytest.raises(SystemExit):
         demo.main(["--epochs", "2", "--quick"])
+
+
+def test_demo_prints_plain_epoch_lines_from_the_records(quick_demo):
+    """Not on a terminal: one short line per epoch from the engine's records, not the engine's own lines."""
+    _, stdout = quick_demo
+    for label in ("teacher", "student alone", "KD", "KD+LS"):
+        for epoch in (1, 2, 3):
+            assert re.search(rf"^  {re.escape(label)}: epoch {epoch}/3, test top-1 [\d.]+$", stdout, re.M), label
+    assert "lr 0.05 | loss" not in stdout  # the engine's epoch lines stay off
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_demo_progress_bar_is_moved_by_the_records(monkeypatch):
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stdout", term)
+    progress = demo._Progress("KD+LS", verbose=False)
+    progress.on_train_begin({"epochs": 4, "start_epoch": 2})  # a resumed run: epoch 1 is done
+    assert progress.bar.n == 1 and progress.bar.total == 4
+    progress.log("a message")
+    progress.on_epoch_begin(2)
+    progress.on_epoch_end({"epoch": 2, "test_top1": 61.25})
+    assert progress.bar.n == 2 and "test top-1 61.25" in term.getvalue()
+    progress.on_epoch_end({"epoch": 3, "test_top1": 70.5})
+    progress.on_epoch_end({"epoch": 4, "test_top1": 72.0})
+    progress.on_train_end({})
+    assert progress.bar is None
+    text = term.getvalue()
+    assert "4/4 epochs" in text and "test top-1 72.00" in text and "  a message" in text
+    assert [r["epoch"] for r in progress.records] == [2, 3, 4]
+
+
+def test_demo_verbose_progress_prints_messages_only(capsys):
+    progress = demo._Progress("KD", verbose=True)
+    progress.on_train_begin({"epochs": 2, "start_epoch": 1})
+    progress.log("epoch 1/2 lr 0.1 | the engine's line")
+    progress.on_epoch_end({"epoch": 1, "test_top1": 50.0})
+    progress.on_train_end({})
+    assert capsys.readouterr().out == "  epoch 1/2 lr 0.1 | the engine's line\n"

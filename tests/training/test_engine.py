@@ -381,3 +381,44 @@ def test_a_finished_run_draws_its_figures(digits_teacher, tmp_path):
     assert main(["demo/kd_ls", "--output", str(tmp_path / "quiet"), "--teacher", str(digits_teacher), "--epochs", "1",
                  "--quiet", "--device", "cpu", "--no-plots"]) == 0
     assert not (tmp_path / "quiet" / "plots").exists()
+
+
+# -------------------------------------------------------------------------------- the loop's pieces
+def test_train_one_epoch_and_evaluate_on_their_own():
+    """The pieces of the engine's loop work without the run around them; a stopped epoch's
+    statistics continue where they stopped."""
+    from torch.utils.data import DataLoader, Subset, TensorDataset
+
+    from logit_standardization.training.engine import EpochStats, StudentWithLoss, evaluate, train_one_epoch
+
+    cpu = torch.device("cpu")
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(40, 1, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g))
+
+    def setup():
+        torch.manual_seed(0)
+        student = create_model("mlp_digits_small", dataset="digits")
+        model = StudentWithLoss(student, build_method({"name": "ce"}), device=cpu, amp="off")
+        opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
+        return student, model, opt, torch.amp.GradScaler("cpu", enabled=False)
+
+    student, model, opt, scaler = setup()
+    student.eval()
+    whole = train_one_epoch(model, None, opt, scaler, DataLoader(data, batch_size=16), device=cpu, epoch=1)
+    assert student.training  # put in train mode
+    assert whole.names == ["loss", "ce"] and whole.steps == 3 and not whole.stopped
+    assert whole.counts.tolist()[2] == 40 and whole.sums[0].item() == pytest.approx(whole.sums[1].item())
+    test = evaluate(student, DataLoader(data, batch_size=16), device=cpu)
+    assert set(test) == {"loss", "top1", "top5"} and not student.training
+
+    # the same epoch, stopped after its first batch, then continued from the saved statistics
+    student, model, opt, scaler = setup()
+    first = train_one_epoch(model, None, opt, scaler, DataLoader(data, batch_size=16), device=cpu, epoch=1,
+                            should_stop=lambda: True)
+    assert first.stopped and first.steps == 1 and first.counts.tolist()[2] == 16
+    partial = first.partial(1, world_size=1, batch=16)
+    assert partial["batches_done"] == 1 and partial["terms"] == ["loss", "ce"]
+    rest = train_one_epoch(model, None, opt, scaler, DataLoader(Subset(data, range(16, 40)), batch_size=16),
+                           device=cpu, epoch=1, start=EpochStats.from_partial(partial, cpu))
+    assert rest.steps == 3 and not rest.stopped
+    assert torch.equal(rest.counts, whole.counts) and torch.equal(rest.sums, whole.sums)  # bit for bit
