@@ -216,3 +216,94 @@ def test_library_raises_typed_errors(student):
     assert isinstance(info.value, FileNotFoundError) and info.value.exit_code == 3
     with pytest.raises(ValueError, match="'fp16' and 'int8' cannot both be set"):
         _api.export_onnx(student, fp16=True, int8=True)
+
+
+# ------------------------------------------------------------------------------ safetensors
+@pytest.fixture
+def student_st(tmp_path):
+    from logit_standardization.training.checkpoint import save_safetensors
+
+    torch.manual_seed(0)
+    net = create_model("mlp_digits_small", dataset="digits").eval()
+    payload = student_payload(net, arch="mlp_digits_small", dataset="digits", num_classes=10)
+    return save_safetensors(payload, tmp_path / "student.safetensors"), net
+
+
+def test_safetensors_student_exports_from_its_metadata(student_st, capsys):
+    from logit_standardization.export import read_metadata
+
+    path, net = student_st
+    code, out, err = _cli(capsys, path, "--onnx", *FAST)
+    assert code == 0 and "loaded mlp_digits_small (digits) from student.safetensors" in err
+    onnx_path = path.with_name("student.onnx")
+    meta = read_metadata(onnx_path)
+    assert (meta["arch"], meta["dataset"], meta["num_classes"], meta["input_size"]) == (
+        "mlp_digits_small", "digits", 10, [1, 8, 8])
+    assert meta["source_format"] == "student.safetensors" and meta["normalization"]["mean"] == [0.3053]
+    x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    got = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(["logits"], {"input": x})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, net(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_plain_safetensors_needs_arch(student_st, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    _, net = student_st
+    plain = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(plain))
+    code, _, err = _cli(capsys, plain, "--onnx", *FAST)
+    assert code == 5 and "plain safetensors state dict" in err and "pass --arch NAME" in err
+    code, _, _ = _cli(capsys, plain, "--onnx", "--arch", "mlp_digits_small", "-o", tmp_path / "p.onnx", *FAST)
+    assert code == 0
+
+
+def _one_line(err: str) -> str:
+    assert err.startswith("lskd-export: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_flipped_byte_in_safetensors_is_refused(student_st, capsys):
+    path, _ = student_st
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    code, _, err = _cli(capsys, path, "--onnx", *FAST)
+    assert code == EXIT_CODES["CheckpointFormatError"] == 5
+    assert "is corrupt: its SHA-256" in _one_line(err) and "student.safetensors.sha256" in err
+    assert not path.with_name("student.onnx").exists()
+
+
+def test_truncated_safetensors_header_is_refused(student_st, capsys):
+    path, _ = student_st
+    data = path.read_bytes()
+    path.write_bytes(data[:20])
+    path.with_name(path.name + ".sha256").unlink()  # unverified: safetensors' own check must refuse it
+    code, _, err = _cli(capsys, path, "--onnx", *FAST)
+    assert code == 5 and "SafetensorError: Error while deserializing header" in _one_line(err)
+    assert "not a safetensors file" in err
+
+
+def test_safetensors_metadata_missing_a_field_is_refused(student_st, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path, _ = student_st
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    del meta["input_size"]
+    save_file(tensors, str(path), metadata=meta)
+    path.with_name(path.name + ".sha256").unlink()
+    code, _, err = _cli(capsys, path, "--onnx", *FAST)
+    assert code == 5 and "safetensors metadata field 'input_size' is missing" in _one_line(err)
+
+
+def test_sha256_of_a_pt_student_is_checked_too(student, capsys):
+    from logit_standardization.training.checkpoint import file_sha256
+
+    student.with_name("student.pt.sha256").write_text(f"{'0' * 64}  student.pt\n")
+    code, _, err = _cli(capsys, student, "--onnx", *FAST)
+    assert code == 5 and "is corrupt" in _one_line(err)
+    student.with_name("student.pt.sha256").write_text(f"{file_sha256(student)}  student.pt\n")
+    code, _, _ = _cli(capsys, student, "--onnx", *FAST)
+    assert code == 0

@@ -94,3 +94,26 @@ def test_custom_class_is_refused(tmp_path):
     torch.save({"state_dict": {}, "extra": _CreatesFile(tmp_path / "unused")}, path)
     with pytest.raises(UnsafeCheckpointError, match=r"(io|builtins)\.open"):
         safe_torch_load(path)
+
+
+def test_a_pickle_named_safetensors_is_not_unpickled(tmp_path, capsys):
+    """The file name chooses the safetensors reader: a pickle under that name is unreadable, never run."""
+    path, marker = _malicious(tmp_path, "bare-pickle")
+    renamed = path.with_suffix(".safetensors")
+    path.rename(renamed)
+    assert main([str(renamed), "--onnx"]) == 5
+    err = capsys.readouterr().err
+    assert "not a safetensors file" in err and err.count("\n") == 1
+    assert not marker.exists()
+
+
+def test_the_training_loader_refuses_the_same_files(tmp_path):
+    """lskd-train (--teacher) and lskd-plot read checkpoints through the same reader as lskd-export."""
+    from logit_standardization.training.checkpoint import CheckpointError, read_checkpoint
+
+    for layout in ("torch-zip", "bare-pickle"):
+        path, marker = _malicious(tmp_path, layout)
+        with pytest.raises(CheckpointError, match=r"refusing to load teacher checkpoint.*'(io|builtins)\.open'") as info:
+            read_checkpoint(path, what="teacher checkpoint")
+        assert info.value.kind == "unsafe" and "nothing from it was executed" in str(info.value)
+        assert not marker.exists()

@@ -235,7 +235,7 @@ def _flip_a_mantissa_bit(path: Path, tensor: torch.Tensor) -> None:
 
 
 def test_every_checkpoint_has_a_sha256_file(finished):
-    for name in ("last.pt", "best.pt", "student.pt"):
+    for name in ("last.pt", "best.pt", "student.pt", "student.safetensors"):
         digest, fname = (finished / f"{name}.sha256").read_text().split()
         assert fname == name and digest == hashlib.sha256((finished / name).read_bytes()).hexdigest()
 
@@ -269,7 +269,8 @@ def test_a_malformed_checksum_file_is_refused(run_copy, capsys):
 
 
 def test_stale_temporary_files_are_removed_at_start(run_copy, capsys):
-    stale = [".last.pt.k2j3abcd.tmp", ".best.pt.zz91.tmp", ".student.pt.x.tmp", ".last.pt.sha256.q1.tmp"]
+    stale = [".last.pt.k2j3abcd.tmp", ".best.pt.zz91.tmp", ".student.pt.x.tmp", ".last.pt.sha256.q1.tmp",
+             ".student.safetensors.y7.tmp", ".student.safetensors.sha256.w2.tmp"]
     for name in stale:
         (run_copy / name).write_bytes(b"PK\x03\x04 half a file")
     (run_copy / "notes.tmp").write_text("not ours")
