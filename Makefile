@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs docs-check bench study-fmnist clean
+.PHONY: demo test docs docs-check bench gpu-check study-fmnist clean
 
 $(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ docs-check: docs
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# the CUDA paths on one GPU in at most 8 minutes (AMP fp16/bf16, channels_last, torch.compile, fused
+# losses, ONNX Runtime's CUDA provider in its own venv, train-step speed); JSON in runs/gpu_check/.
+# GPU_CHECK_ARGS=--dry-run runs the same code on the CPU at tiny sizes.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 # KD, DKD, MLKD, CTKD with and without LS on Fashion-MNIST, 3 seeds (Debian package dataset-fashion-mnist)
 study-fmnist: $(STAMP)
