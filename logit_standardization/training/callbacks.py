@@ -10,9 +10,10 @@ r"""Callbacks of the training engine, and the experiment loggers built on them.
 * :meth:`Callback.on_train_end` ``(summary)`` after the last epoch, with the summary just
   written to ``summary.json``;
 * :meth:`Callback.on_exception` ``(exc)`` instead of ``on_train_end`` when training stops with
-  an exception after ``on_train_begin`` (a diverging loss, a failed write, SIGTERM/SIGINT:
-  :class:`.engine.TrainingInterrupted`), so that a logger can close its files. The exception
-  is raised again afterwards.
+  an exception from ``on_train_begin`` on (a diverging loss, a failed write, SIGTERM/SIGINT:
+  :class:`.engine.TrainingInterrupted`, another callback's error), so that a logger can close
+  its files; it is called on every callback, also one whose ``on_train_begin`` did not run.
+  The exception is raised again afterwards.
 
 Callbacks run in the order of the list, after the engine's own work for that moment; they
 observe the run and must not change it (the record and summary they get are copies).
@@ -263,7 +264,12 @@ class WandbLogger(Callback):
         if run_id:
             kwargs.update(id=run_id, resume="allow")
         kwargs.update(self.init_kwargs)
-        self.run = self._wandb.init(**kwargs)
+        try:
+            self.run = self._wandb.init(**kwargs)
+        except Exception as exc:  # no login, no network, a bad setting: one line, not W&B's traceback
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrainingError(f"W&B could not start a run ({type(exc).__name__}: {text}); log in with "
+                                "`wandb login`, or run offline with WANDB_MODE=offline") from None
         id_file.write_text(f"{self.run.id}\n", encoding="utf-8")
         self.run.define_metric("epoch")
         self.run.define_metric("*", step_metric="epoch")

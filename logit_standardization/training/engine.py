@@ -9,7 +9,15 @@ directory (rank 0 only):
   on train and test, CTKD temperature and :math:`\lambda`, DKD warm-up factor, seconds,
   data-loading seconds, images/s);
 * ``summary.json``: best-epoch and last-epoch top-1/top-5, the paper's number, the teacher's
-  accuracy, the resolved config, seed, world size and package versions.
+  accuracy, the resolved config, seed, world size and package versions;
+* ``metrics.csv``: the records of ``metrics.jsonl`` as a table (:class:`.callbacks.CSVLogger`,
+  always on), and what the other callbacks write (``--logger tensorboard|wandb``).
+
+The run is a set-up (data, networks, method, optimizer, the resume state: :class:`_Run`), then
+per epoch :func:`train_one_epoch` (the optimisation steps, :func:`train_step`) and
+:func:`evaluate`, the epoch's record and checkpoints, and the callbacks
+(:class:`.callbacks.Callback`: ``on_train_begin``, ``on_epoch_begin``, ``on_epoch_end``,
+``on_train_end``, ``on_exception``), which rank 0 alone calls.
 
 Per iteration: the teacher (frozen, eval mode, ``no_grad``) and the student run under the
 optional autocast; logits are cast to float32 before any loss, so the standardization
@@ -686,8 +694,8 @@ class _Run:
 
         begun = False
         try:
+            begun = True  # from here on, an exception reaches every callback's on_exception
             self._call("on_train_begin", self._info(start, resumed=ck is not None))
-            begun = True
             t_run = time.perf_counter()
             with _SignalFlag() as flag:
                 for epoch in range(start, self.epochs + 1):

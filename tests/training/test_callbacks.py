@@ -300,3 +300,21 @@ def test_logger_flag_choices(capsys):
     with pytest.raises(SystemExit):
         main(["demo/student", "--logger", "mlflow"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_wandb_run_that_cannot_start_is_one_line(tmp_path, monkeypatch):
+    import types
+
+    from logit_standardization.training._errors import TrainingError
+    from logit_standardization.training.callbacks import WandbLogger
+
+    def init(**kwargs):
+        raise RuntimeError("No API key configured. Use `wandb login` to log in.\nmore lines")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    rec = Recorder()
+    with pytest.raises(TrainingError, match=r"W&B could not start a run \(RuntimeError: No API key configured.*"
+                                            r"WANDB_MODE=offline$"):
+        train(_cfg(1), tmp_path / "run", device="cpu", quiet=True, log=lambda m: None,
+              callbacks=[WandbLogger(), rec])
+    assert [name for name, _ in rec.calls] == ["on_exception"]  # told, though its on_train_begin never ran
