@@ -29,39 +29,10 @@ from __future__ import annotations
 
 import keras  # noqa: F401  the Keras 3 package (absolute import; this package is logit_standardization.keras)
 
-from .losses import CTKDLoss, DKDLoss, KDLoss
-from .models import Distiller, EpochSchedule, StandardizedLogitsDistillation, pack_targets
-from .ops import (
-    DEFAULT_TEMPERATURES,
-    confidence_masks,
-    ctkd_lambda,
-    ctkd_temperature,
-    dkd_loss,
-    dkd_warmup,
-    kd_loss,
-    mlkd_loss,
-    mlkd_terms,
-    standardized,
-    zscore,
-)
+from . import losses, models, ops
+from .losses import *  # noqa: F403
+from .models import *  # noqa: F403
+from .ops import *  # noqa: F403
 
-__all__ = [
-    "CTKDLoss",
-    "DEFAULT_TEMPERATURES",
-    "DKDLoss",
-    "Distiller",
-    "EpochSchedule",
-    "KDLoss",
-    "StandardizedLogitsDistillation",
-    "confidence_masks",
-    "ctkd_lambda",
-    "ctkd_temperature",
-    "dkd_loss",
-    "dkd_warmup",
-    "kd_loss",
-    "mlkd_loss",
-    "mlkd_terms",
-    "pack_targets",
-    "standardized",
-    "zscore",
-]
+# each public name is declared in the __all__ of the one module that defines it
+__all__ = [*ops.__all__, *losses.__all__, *models.__all__]

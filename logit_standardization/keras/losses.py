@@ -9,8 +9,9 @@ teacher logits ``(B, C)`` or :func:`~logit_standardization.keras.pack_targets` o
     \\ell_i = w_{ce}\\,\\mathrm{CE}(s_i, y_i) + w_{kd}\\,\\mathrm{distill}_i
 
 with the distillation term computed by the functional forms of
-:mod:`logit_standardization.keras.ops`; then Keras's ``reduction`` and ``sample_weight``
-apply. The classes are registered Keras serializables (``logit_standardization>KDLoss``, ...).
+:mod:`logit_standardization.keras.ops`; then ``sample_weight``, masks and the ``reduction``
+apply with Keras's meaning (``"sum"``: the sum over the batch; ``"sum_over_batch_size"``: that
+sum over the batch size), computed in the loss ``dtype`` on every backend. The classes are registered Keras serializables (``logit_standardization>KDLoss``, ...).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from .. import _checks
 from .._ctkd import ctkd_lambda
 from .._dkd import dkd_warmup
 from . import ops as _ops
+
+try:  # the mask Keras attached to a tensor (an attribute, or a registry for tensors without one)
+    from keras.src.backend import get_keras_mask as _get_keras_mask
+except ImportError:  # pragma: no cover - Keras 3 versions without the helper
+
+    def _get_keras_mask(x: Any) -> Any:
+        return getattr(x, "_keras_mask", None)
 
 __all__ = ["CTKDLoss", "DKDLoss", "KDLoss"]
 
@@ -83,6 +91,66 @@ def _split_targets(fn: str, y_true: Any, y_pred: Any, *, labels_required: str | 
     return teacher, ops.cast(ops.round(column), "int32")
 
 
+def _divide(num: Any, den: Any) -> Any:
+    """``num / den``, 0 where ``den`` is 0 (``ops.divide_no_nan`` in the dtype of ``num``)."""
+    ok = den != 0
+    return ops.where(ok, num / ops.where(ok, den, ops.ones_like(den)), ops.zeros_like(num))
+
+
+def _same_rank(x: Any, w: Any) -> tuple[Any, Any]:
+    """Keras's ``squeeze_or_expand_to_same_rank``: ranks that differ by one trailing 1-sized axis."""
+    rx, rw = len(x.shape), len(w.shape)
+    if rx == rw + 1 and x.shape[-1] == 1:
+        return (x, ops.expand_dims(w, -1)) if rw == 1 else (ops.squeeze(x, -1), w)
+    if rw == rx + 1 and w.shape[-1] == 1:
+        return (ops.expand_dims(x, -1), w) if rx == 1 else (x, ops.squeeze(w, -1))
+    return x, w
+
+
+def _per_replica(loss: Any) -> Any:
+    """Keras's ``scale_loss_for_distribution``: a mean divided by the replicas of a ``tf.distribute`` strategy."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = loss * ops.cast(1.0 / replicas, loss.dtype)
+    return loss
+
+
+def _reduce_weighted(values: Any, sample_weight: Any, mask: Any, reduction: str | None, dtype: str) -> Any:
+    """Keras's ``reduce_weighted_values`` (mask and ``sample_weight`` merged into one weight, then
+    ``reduction``) with every operation in ``dtype``."""
+    values = ops.convert_to_tensor(values, dtype=dtype)
+    weight = None if sample_weight is None else ops.convert_to_tensor(sample_weight, dtype=dtype)
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        if reduction in ("mean", "sum_over_batch_size"):  # valid entries weigh total / valid: a mean over them
+            total = ops.cast(ops.size(mask), dtype)
+            valid = ops.sum(ops.cast(mask, dtype))
+            mask_weight = ops.where(mask, _divide(total, valid), ops.zeros_like(total))
+        else:
+            mask_weight = ops.cast(mask, dtype)
+        if weight is None:
+            weight = mask_weight
+        else:
+            mask_weight, weight = _same_rank(mask_weight, weight)
+            weight = weight * mask_weight
+    if weight is not None:
+        values, weight = _same_rank(values, weight)
+        values = values * weight
+    if reduction in (None, "none") or tuple(values.shape) in ((), (0,)):
+        return values
+    loss = ops.sum(values)
+    if reduction == "sum":
+        return loss
+    if reduction == "mean_with_sample_weight" and weight is not None:
+        divisor = ops.sum(weight)
+    else:
+        divisor = ops.cast(ops.size(values), dtype)
+    return _per_replica(_divide(loss, divisor))
+
+
 class _DistillLoss(keras.losses.Loss):
     """Shared plumbing of the loss classes: checks, logits from ``y_pred``, weights, config."""
 
@@ -101,14 +169,26 @@ class _DistillLoss(keras.losses.Loss):
         self.last_terms: dict[str, Any] = {}
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        """Keras's ``Loss.__call__`` (inputs in the loss dtype, ``call``, mask and ``sample_weight``,
+        ``reduction``), with the weighting and the reduction done here in the loss dtype: Keras's
+        own reduction returns float32 for float64 losses on some backends (torch)."""
+        mask = _get_keras_mask(y_pred)
+        with keras.name_scope(self.name):
+            y_pred, y_true = self._input(y_pred), self._input(y_true)
+            losses = self.call(y_true, y_pred)
+            out_mask = _get_keras_mask(losses)
+            if mask is None:
+                mask = out_mask
+            elif out_mask is not None:
+                mask = ops.logical_and(ops.cast(mask, "bool"), ops.cast(out_mask, "bool"))
+            return _reduce_weighted(losses, sample_weight, mask, self.reduction, self.dtype)
+
+    def _input(self, x):
         # Widen half-precision inputs here (Keras would cast them too): the gradient that goes
         # back to float16 logits then saturates instead of overflowing (see ops._widen).
-        def widen(x):
-            if _ops._is_tensor(x) and _ops._dtype(x) in _ops._HALF_MAX:
-                return _ops._widen(x, self.dtype)
-            return x
-
-        return super().__call__(widen(y_true), widen(y_pred), sample_weight)
+        if _ops._is_tensor(x) and _ops._dtype(x) in _ops._HALF_MAX:
+            x = _ops._widen(x, self.dtype)
+        return ops.convert_to_tensor(x, dtype=self.dtype)
 
     def _labels_reason(self) -> str | None:
         return "ce_weight > 0 needs labels" if self.ce_weight else None
@@ -323,7 +403,10 @@ class DKDLoss(_DistillLoss):
     def _distill_rows(self, s, t, labels):
         rows = _ops._dkd(s, t, labels, alpha=self.alpha, beta=self.beta, temperature=self.temperature,
                          standardize=self.standardize, ddof=self.ddof, eps=self.eps)
-        return rows * ops.cast(self._factor(_ops._dtype(rows)), rows.dtype)
+        factor = self._factor(_ops._dtype(rows))
+        if isinstance(factor, float):  # eager: the core's value, applied in the rows' dtype (no float32 detour)
+            return rows * factor
+        return rows * ops.cast(factor, rows.dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -8,7 +8,9 @@ values in float64:
 
 * valid inputs: same shapes, finite values within the dtype tolerance below, and the gradient of
   a fixed weighted sum of the outputs (torch autograd, ``tf.GradientTape``) within tolerance of
-  central differences of the float64 core;
+  central differences of the float64 core; on TensorFlow, which flushes subnormal numbers to zero,
+  the reference is the core on the inputs with their subnormal entries set to 0
+  (``_conformance_cases.flush_subnormals``);
 * invalid inputs: the same exception type and message as the core;
 * class forms: constructor errors equal to the core's rule under the class name, and values equal
   to ``ce_weight * CE + kd_weight * functional loss`` (CE oracle written here in NumPy).
@@ -169,8 +171,9 @@ def test_face_exports_every_public_name(face):
         f"{ns.__name__}: missing {missing}, not in __all__ {unlisted}, missing classes {missing_classes}")
 
 
-def _signature(obj) -> list[tuple[str, object]]:
-    return [(p.name, p.default) for p in inspect.signature(obj).parameters.values()]
+def _signature(obj) -> list[tuple[str, object, object]]:
+    """(name, kind, default) of every parameter: positional-or-keyword vs keyword-only counts too."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(obj).parameters.values()]
 
 
 @pytest.mark.parametrize("face", cc.FRAMEWORK_FACES[:2])
@@ -182,7 +185,7 @@ def test_functions_have_the_core_signatures(face):
         if not callable(ref) or not hasattr(ns, name):
             continue
         got = [p for p in _signature(getattr(ns, name)) if p[0] != "check_finite"]
-        want = [(n, d) for n, d in _signature(ref)]
+        want = _signature(ref)
         if got != want:
             bad[name] = (got, want)
     assert not bad, "\n".join(f"{n}: {g} != core {w}" for n, (g, w) in bad.items())
@@ -196,33 +199,48 @@ def test_classes_have_the_same_signature_in_both_frameworks():
     for cls in cc.TORCH_CLASSES:
         want = cc.CLASS_HYPERS[cls]
         tsig = [p for p in _signature(getattr(tns, cls)) if p[0] not in cc.FACE_EXTRAS["torch"]]
-        if [n for n, _ in tsig] != want:
-            bad.append(f"torch {cls}: {[n for n, _ in tsig]} != {want}")
+        if [p[0] for p in tsig] != want:
+            bad.append(f"torch {cls}: {[p[0] for p in tsig]} != {want}")
+        faces = [("torch", getattr(tns, cls))] + ([("keras", getattr(kns, cls))] if cls in cc.KERAS_CLASSES else [])
+        for face, obj in faces:
+            positional = [p.name for p in inspect.signature(obj).parameters.values()
+                          if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+            if positional:
+                bad.append(f"{face} {cls}: arguments {positional} are not keyword-only")
         if cls in cc.KERAS_CLASSES:
             ksig = [p for p in _signature(getattr(kns, cls)) if p[0] not in cc.FACE_EXTRAS["keras"]]
             if [p for p in ksig if p[0] != "reduction"] != [p for p in tsig if p[0] != "reduction"]:
                 bad.append(f"keras {cls} {ksig} != torch {tsig}")
-        # shared hyperparameters default to the functional form's defaults
-        ref = dict(_signature(getattr(core, cc.FUNCTIONAL_OF[cls])))
-        for name, default in tsig:
-            if name in ref and name != "reduction" and default != ref[name]:
-                bad.append(f"torch {cls}({name}={default!r}) but core {cc.FUNCTIONAL_OF[cls]}({name}={ref[name]!r})")
+        # the weights' defaults (layout spec), and shared hyperparameters default to those of
+        # the core functions the class computes with (loss, warm-up, temperature, schedule)
+        defaults = {n: d for n, _, d in tsig}
+        if (defaults["kd_weight"], defaults["ce_weight"]) != cc.CLASS_WEIGHT_DEFAULTS[cls]:
+            bad.append(f"torch {cls}: kd_weight, ce_weight default to {defaults['kd_weight']!r}, "
+                       f"{defaults['ce_weight']!r}, not {cc.CLASS_WEIGHT_DEFAULTS[cls]}")
+        for fn in cc.CORE_FUNCTIONS_OF[cls]:
+            ref = {n: d for n, _, d in _signature(getattr(core, fn))}
+            for name, default in defaults.items():
+                if name in ref and name not in ("reduction", "epoch") and default != ref[name]:
+                    bad.append(f"torch {cls}({name}={default!r}) but core {fn}({name}={ref[name]!r})")
     assert not bad, "\n".join(bad)
 
 
 # ----------------------------------------------------------------------------- valid inputs
-_REFERENCE: dict[str, dict] = {}
+_REFERENCE: dict[tuple[str, bool], dict] = {}
 
 
-def _reference(case: cc.Case) -> dict:
-    if case.id not in _REFERENCE:
-        _REFERENCE[case.id] = cc.class_reference(case) if case.kind == "class_value" else cc.reference(case)
-    return _REFERENCE[case.id]
+def _reference(case: cc.Case, *, flush: bool = False) -> dict:
+    """The core's results for ``case``; ``flush``: on the inputs with subnormal entries set to 0."""
+    if (case.id, flush) not in _REFERENCE:
+        case = cc.flush_subnormals(case) if flush else case
+        _REFERENCE[case.id, flush] = cc.class_reference(case) if case.kind == "class_value" else cc.reference(case)
+    return _REFERENCE[case.id, flush]
 
 
 @pytest.mark.parametrize(("face", "case"), _params("value"))
 def test_values_and_gradients(face, case, results_of):
-    ref = _reference(case)
+    # TensorFlow flushes subnormals to zero: its reference is the core on the flushed inputs
+    ref = _reference(case, flush=face in cc.FLUSHES_SUBNORMALS)
     res = results_of(face, case)
     _no_error(face, res)
     if case.name == "DEFAULT_TEMPERATURES":
