@@ -17,9 +17,13 @@
    CIFAR-100 setting (64 x 100).
 
 Timings interleave the contenders repetition by repetition and report medians, so a busy
-machine slows both sides alike. Run: ``python benchmarks/bench_losses.py`` (``--threads``,
-``--repeats``; one intra-op thread by default: on a shared CPU, multi-threaded parallel
-regions wait for descheduled workers and the numbers stop meaning anything).
+machine slows both sides alike. Each repetition is timed twice: wall-clock, and the CPU time of
+the calling thread (``time.thread_time``), which leaves out the time the process waits while
+other jobs run; with one intra-op thread every kernel runs on that thread, so the CPU-time
+ratio is the steadier number on a shared machine (with more threads it misses the workers and
+is not printed). Run: ``python benchmarks/bench_losses.py`` (``--threads``, ``--repeats``; one
+intra-op thread by default: on a shared CPU, multi-threaded parallel regions wait for
+descheduled workers and the numbers stop meaning anything).
 """
 
 from __future__ import annotations
@@ -97,8 +101,9 @@ def step(fn, inputs, grads):
 def time_side_by_side(contenders: dict, inputs, grads, repeats: int, target_s: float = 0.02):
     """Seconds per forward+backward, contenders interleaved in every repetition.
 
-    Returns ``{name: (median, minimum)}`` over the repetitions: the median is the measurement;
-    the minimum shows the cost with the least interference from other load.
+    Returns ``{name: (median, minimum, median CPU time)}`` over the repetitions: the median is
+    the measurement; the minimum shows the cost with the least interference from other load; the
+    CPU time is that of the calling thread (see the module docstring).
     """
     loops = {}
     for name, fn in contenders.items():
@@ -108,14 +113,17 @@ def time_side_by_side(contenders: dict, inputs, grads, repeats: int, target_s: f
         step(fn, inputs, grads)
         loops[name] = max(1, int(target_s / max(time.perf_counter() - t0, 1e-7)))
     samples: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
             n = loops[name]
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             for _ in range(n):
                 step(fn, inputs, grads)
-            samples[name].append((time.perf_counter() - t0) / n)
-    return {name: (statistics.median(v), min(v)) for name, v in samples.items()}
+            t1, c1 = time.perf_counter(), time.thread_time()
+            samples[name].append((t1 - t0) / n)
+            cpu[name].append((c1 - c0) / n)
+    return {name: (statistics.median(v), min(v), statistics.median(cpu[name])) for name, v in samples.items()}
 
 
 def allocator_peak(fn, inputs, grads) -> int:
@@ -161,9 +169,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, CPU, float32, {torch.get_num_threads()} intra-op thread(s), "
           f"medians of {args.repeats} interleaved repetitions")
 
+    one_thread = torch.get_num_threads() == 1
+
+    def cpu_ratio(a, b):
+        return f"{a / b:>6.2f}x" if one_thread else f"{'-':>7}"
+
     print("\n1. KD + logit standardization, forward + backward (student requires grad, teacher does not)")
     print(f"{'B x C':>10} {'reference':>10} {'fused':>10} {'no scan':>10} {'ratio':>7} {'no scan':>8} "
-          f"{'ratio of minima':>16}")
+          f"{'ratio of minima':>16} {'CPU-time ratio':>15} {'no scan':>8}")
     for b, c in [(256, 1000), (64, 100)]:
         s = (torch.randn(b, c) * 4 + 1).requires_grad_()
         t = torch.randn(b, c) * 8
@@ -171,9 +184,9 @@ def main() -> None:
         assert torch.allclose(fused_kd(s, t), ref, rtol=1e-5), "the two sides must compute the same loss"
         med = time_side_by_side({"ref": reference_kd, "fused": fused_kd, "nocheck": fused_kd_unchecked}, (s, t), (s,),
                                 args.repeats)
-        (r, r_min), (f, f_min), (u, _) = med["ref"], med["fused"], med["nocheck"]
+        (r, r_min, r_cpu), (f, f_min, f_cpu), (u, _, u_cpu) = med["ref"], med["fused"], med["nocheck"]
         print(f"{f'{b} x {c}':>10} {r * 1e6:>8.0f}us {f * 1e6:>8.0f}us {u * 1e6:>8.0f}us {r / f:>6.2f}x {r / u:>7.2f}x "
-              f"{r_min / f_min:>15.2f}x")
+              f"{r_min / f_min:>15.2f}x {cpu_ratio(r_cpu, f_cpu):>15} {cpu_ratio(r_cpu, u_cpu):>8}")
 
     print("\n2. Peak memory of one forward + backward, KD + LS, float32")
     print(f"{'B x C':>10} {'':>22} {'reference':>12} {'fused':>12} {'fused/ref':>10}")
@@ -185,7 +198,8 @@ def main() -> None:
             print(f"{f'{b} x {c}':>10} {label:>22} {r / 1024:>10.0f}KiB {f / 1024:>10.0f}KiB {f / r:>10.2f}")
 
     print("\n3. MLKD (5 temperatures, variant 'reference'), forward + backward through both student views")
-    print(f"{'B x C':>10} {'per temperature':>16} {'batched':>10} {'ratio':>7} {'ratio of minima':>16}")
+    print(f"{'B x C':>10} {'per temperature':>16} {'batched':>10} {'ratio':>7} {'ratio of minima':>16} "
+          f"{'CPU-time ratio':>15}")
     for b, c in [(64, 100), (128, 1000)]:
         views = [torch.randn(b, c) * 3 for _ in range(4)]
         sw, ss = views[0].requires_grad_(), views[1].requires_grad_()
@@ -193,8 +207,9 @@ def main() -> None:
         assert torch.allclose(mlkd_batched(*inputs), mlkd_per_temperature(*inputs), rtol=1e-5)
         med = time_side_by_side({"loop": mlkd_per_temperature, "batched": mlkd_batched}, inputs, (sw, ss),
                                 args.repeats)
-        (lo, lo_min), (ba, ba_min) = med["loop"], med["batched"]
-        print(f"{f'{b} x {c}':>10} {lo * 1e6:>14.0f}us {ba * 1e6:>8.0f}us {lo / ba:>6.2f}x {lo_min / ba_min:>15.2f}x")
+        (lo, lo_min, lo_cpu), (ba, ba_min, ba_cpu) = med["loop"], med["batched"]
+        print(f"{f'{b} x {c}':>10} {lo * 1e6:>14.0f}us {ba * 1e6:>8.0f}us {lo / ba:>6.2f}x {lo_min / ba_min:>15.2f}x "
+              f"{cpu_ratio(lo_cpu, ba_cpu):>15}")
 
 
 if __name__ == "__main__":

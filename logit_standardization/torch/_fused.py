@@ -82,35 +82,61 @@ class SaturatingUpcast(torch.autograd.Function):
 
 def upcast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``x`` in the compute dtype (see :class:`SaturatingUpcast` for float16 inputs)."""
-    if x.dtype == torch.float16 and dtype != torch.float16 and x.requires_grad:
+    if x.dtype == dtype:
+        return x
+    if x.dtype == torch.float16 and x.requires_grad:
         return SaturatingUpcast.apply(x, dtype)
     return x.to(dtype)
 
 
 # ----------------------------------------------------------------------------- Z-score
-def zscore_forward(x: torch.Tensor, ddof: int, eps: float, scale: Any = 1.0):
-    r"""``scale * Z(x)`` along the last axis, and the deviation the backward needs.
+def _power_of_max(x: torch.Tensor) -> torch.Tensor:
+    """:func:`row_power` without the autograd bookkeeping (for the forward of a Function, where
+    grad mode is off): frexp of the row's largest magnitude, clamped, :math:`2^{-k}`."""
+    _, k = torch.frexp(x.abs().amax(dim=-1, keepdim=True))
+    return k.clamp_min_(_min_exponent(x.dtype)).to(x.dtype).neg_().exp2_()
 
-    Returns ``(z, sigma, power)``. The row is first multiplied by :func:`row_power` (``eps`` too);
-    then ``z = (x' - mean) * factor`` with ``factor = scale / (eps' + s')`` (0 where
-    ``eps' + s' == 0``: a constant row maps to zeros, as in the core); ``sigma`` is the deviation
-    :math:`s'` of the scaled row (the mean first, then the root of the summed squared deviations
-    over ``C - ddof``) and ``power`` the factor :math:`2^{-k}`. The backward needs
-    ``sigma / power``, the deviation of the row itself (``inf`` beyond the dtype's range).
-    ``scale`` (a number or a tensor broadcasting against ``(..., 1)``) folds a
-    ``1/temperature`` into the same pass.
+
+def zscore_forward(x: torch.Tensor, ddof: int, eps: float, rho: Any = 1.0, *, inplace: bool = False):
+    r"""``Z(x) / rho`` along the last axis, and the deviation the backward needs.
+
+    Returns ``(z, sigma)``. The row is first multiplied by :math:`2^{-k}` (:func:`row_power`;
+    ``eps`` too); then ``z = (x' - mean) / ((eps' + s') * rho)``, with the denominator raised to
+    the smallest normal number (a constant row, the only case where it can be smaller, 0
+    included, maps to zeros, as in the core); ``s'`` is the deviation of the scaled row (the
+    mean first, then the root of the summed squared deviations over ``C - ddof``) and
+    ``sigma = s' / 2^{-k}`` the deviation of the row itself (``inf`` beyond the dtype's range),
+    which is what the backward needs. ``rho`` (a number or a tensor broadcasting against
+    ``(..., 1)``) folds a temperature into the same pass. ``inplace=True`` overwrites ``x``
+    (a buffer of the caller's own, such as a stack of teacher and student).
     """
-    power = row_power(x)
-    centred = x * power
+    power = _power_of_max(x)
+    centred = x.mul_(power) if inplace else x * power
     centred = centred.sub_(centred.mean(dim=-1, keepdim=True))
     sigma = torch.linalg.vector_norm(centred, dim=-1, keepdim=True).mul_((x.shape[-1] - ddof) ** -0.5)
-    denom = torch.add(sigma, power, alpha=eps) if eps > 0 else sigma
-    # a denominator below the smallest normal number (0 included) can only be eps' alone, at a
-    # constant row (centred = 0): raised to it, its reciprocal stays finite and z stays 0
-    factor = denom.clamp_min(torch.finfo(x.dtype).tiny).reciprocal_()
-    if not (isinstance(scale, float) and scale == 1.0):
-        factor = factor.mul_(scale)
-    return centred.mul_(factor), sigma, power
+    tiny = torch.finfo(x.dtype).tiny
+    fold = not (isinstance(rho, float) and rho == 1.0)
+    if eps > 0:
+        denom = torch.add(sigma, power, alpha=eps)
+        denom = denom.mul_(rho).clamp_min_(tiny) if fold else denom.clamp_min_(tiny)
+    else:
+        denom = (sigma * rho).clamp_min_(tiny) if fold else sigma.clamp_min(tiny)
+    z = centred.div_(denom)
+    return z, sigma.div_(power)
+
+
+def _inverse_deviation(sigma: torch.Tensor, eps: float) -> torch.Tensor:
+    """``1 / (eps + s)``, 0 where ``eps + s == 0`` (a constant row with ``eps = 0``)."""
+    if eps > 0:
+        return sigma.add(eps).reciprocal_()
+    return sigma.reciprocal().masked_fill_(sigma == 0, 0.0)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row dot product along the last axis (broadcasting), shape ``(..., 1)``. A product and a
+    sum, not a matrix product: no TF32 or autocast rounding on an accelerator, and faster at
+    small sizes."""
+    return (a * b).sum(dim=-1, keepdim=True)
 
 
 def zscore_backward(grad: torch.Tensor, z: torch.Tensor, rho: Any, sigma: torch.Tensor, eps: float, n: int, *,
@@ -125,15 +151,14 @@ def zscore_backward(grad: torch.Tensor, z: torch.Tensor, rho: Any, sigma: torch.
     with the second term dropped where :math:`s = 0` (as autograd through ``torch.std``
     does) and everything 0 where :math:`\varepsilon + s = 0`. ``g`` is the gradient with
     respect to :math:`Z(x)`; ``z`` and ``sigma`` come from :func:`zscore_forward` with
-    ``scale = 1/rho``, i.e. ``z = Z(x)/rho``; ``sigma`` is the unscaled deviation :math:`s`, so
+    ``rho``, i.e. ``z = Z(x)/rho``; ``sigma`` is the unscaled deviation :math:`s`, so
     the gradient is formed at the row's own scale (an overflowed :math:`s` gives 0, the
     underflowed true value). ``zero_sum=True`` skips :math:`\bar g` for a ``g`` whose rows sum
     to 0 analytically (the KD gradients :math:`q - p` and
     :math:`p \odot (\log p - \log q - \mathrm{KL})`).
     """
-    d = sigma + eps
-    inv_d = d.reciprocal().masked_fill_(d == 0, 0.0)
-    coef = torch.linalg.vecdot(grad, z, dim=-1).unsqueeze_(-1)
+    inv_d = _inverse_deviation(sigma, eps)
+    coef = _rowdot(grad, z)
     # (g . Z) / (n s), times rho; 0/0 at s = 0 (then z = 0 too) becomes 0
     coef = coef.div_(sigma * (n / (rho * rho))).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
     if zero_sum:
@@ -142,13 +167,30 @@ def zscore_backward(grad: torch.Tensor, z: torch.Tensor, rho: Any, sigma: torch.
     return out.addcmul_(grad, inv_d)
 
 
+def _zero_sum_jacobian(g: torch.Tensor, z: torch.Tensor, rho: Any, sigma: torch.Tensor, eps: float, n: int,
+                       dot: torch.Tensor) -> torch.Tensor:
+    r"""``rho`` times :func:`zscore_backward` of a zero-sum ``g`` (``dot`` = ``g . z`` per row, given).
+
+    With one temperature the KD gradient with respect to the student's logits is
+    ``grad * rho * zscore_backward(q - p, ...)`` row by row (``grad`` the incoming gradient of the
+    row's divergence), so the forward forms this ``(B, C)`` factor and the backward only
+    multiplies it by ``grad``.
+    """
+    inv_d = _inverse_deviation(sigma, eps)
+    if isinstance(rho, float):  # the constant goes into addcmul's scalar
+        coef = dot.div_(sigma).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        return torch.mul(g, inv_d.mul_(rho) if rho != 1.0 else inv_d).addcmul_(z, coef, value=-(rho ** 3) / n)
+    coef = dot.div_(sigma * (n / (rho * rho * rho))).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.mul(g, inv_d.mul_(rho)).addcmul_(z, coef, value=-1)
+
+
 class ZScore(torch.autograd.Function):
     """``Z(x)`` along the last axis (no temperature) with the analytic backward."""
 
     @staticmethod
     def forward(ctx, x, ddof: int, eps: float):
-        z, sigma, power = zscore_forward(x, ddof, eps)
-        ctx.save_for_backward(z, sigma.div_(power))
+        z, sigma = zscore_forward(x, ddof, eps)
+        ctx.save_for_backward(z, sigma)
         ctx.n, ctx.eps = x.shape[-1] - ddof, eps
         return z
 
@@ -164,8 +206,8 @@ class ZScore(torch.autograd.Function):
 class KDRows(torch.autograd.Function):
     r"""Per-sample KD divergences, standardization fused in, at one or ``K`` temperatures.
 
-    ``s, t``: ``(B, C)``. ``tau``: a number, or a tensor of shape ``(1, B or 1, 1)`` (one
-    temperature, possibly per sample; output ``(B,)``) or ``(K, 1, 1)`` (output ``(K, B)``).
+    ``s, t``: ``(B, C)``, same dtype. ``tau``: a number, or a tensor of shape ``(1, B or 1, 1)``
+    (one temperature, possibly per sample; output ``(B,)``) or ``(K, 1, 1)`` (output ``(K, B)``).
     Row value :math:`r = \tau^2\,\mathrm{KL}(p \,\|\, q)`, :math:`p = \mathrm{softmax}(\tilde t/\tau)`,
     :math:`q = \mathrm{softmax}(\tilde s/\tau)`, :math:`\tilde x = Z(x)` (``x`` itself
     without standardization). Gradients:
@@ -179,9 +221,14 @@ class KDRows(torch.autograd.Function):
 
         \frac{\partial r}{\partial \tau} = 2\tau\,\mathrm{KL} - (q - p)^\top \tilde s - w^\top \tilde t,
 
-    followed by :func:`zscore_backward` for ``s`` and ``t``. With one temperature its
-    reciprocal is folded into the standardization pass (the saved ``zs`` is then
-    :math:`\tilde s/\tau`).
+    followed by :func:`zscore_backward` for ``s`` and ``t``.
+
+    Teacher and student go through every pass together, stacked as one ``(2, B, C)`` tensor
+    (one scaling, one Z-score, one log-softmax). With one temperature it is folded into the
+    Z-score's denominator, and since each row's gradient is the row's incoming gradient times a
+    factor known in the forward, the forward forms those factors (``(B, C)`` per input that
+    needs a gradient, ``(B,)`` for the temperature) and the backward only multiplies; with ``K``
+    temperatures the backward sums over them first and applies :func:`zscore_backward`.
     """
 
     @staticmethod
@@ -191,72 +238,88 @@ class KDRows(torch.autograd.Function):
         fold = scalar or tau.shape[0] == 1
         if fold:
             rho = tau if scalar else tau[0]  # number or (B or 1, 1)
-            scale = 1.0 / rho
             tau2 = rho * rho if scalar else rho.squeeze(-1).square()
         else:
-            rho, scale, tau2 = 1.0, 1.0, tau.squeeze(-1).square()  # (K, 1)
+            rho, tau2 = 1.0, tau.squeeze(-1).square()  # (K, 1)
+        n = s.shape[-1] - ddof
         keep_t = need_t or need_tau
-        # teacher first, so its standardized copy can be dropped early (peak memory)
+        x = torch.stack((t, s))
         if standardize:
-            zt, sig_t, pow_t = zscore_forward(t, ddof, eps, scale)
-            sig_t = sig_t.div_(pow_t) if keep_t else None
+            z, sig = zscore_forward(x, ddof, eps, rho, inplace=True)
         else:
-            zt, sig_t = (t * scale if fold else t), None
-        logp = torch.log_softmax(zt if fold else zt / tau, dim=-1)
-        if not keep_t:
-            zt = sig_t = None
+            z, sig = (x.div_(rho) if fold and not (scalar and rho == 1.0) else x), None
+        lz = torch.log_softmax(z if fold else z.unsqueeze(1) / tau, dim=-1)  # (2, [K,] B, C)
+        logp, logq = lz[0], lz[1]
         p = logp.exp()
-        if standardize:
-            zs, sig_s, pow_s = zscore_forward(s, ddof, eps, scale)
-            sig_s = sig_s.div_(pow_s) if need_s else None
-        else:
-            zs, sig_s = (s * scale if fold else s), None
-        logq = torch.log_softmax(zs if fold else zs / tau, dim=-1)
         lr = logp.sub_(logq)  # log p - log q
         if not standardize:
             # 0 log 0 = 0 also where log q is -inf (raw logits whose range overflows); standardized
             # logits are bounded, so both log-softmaxes are finite there
             lr = lr.masked_fill_(p == 0, 0.0)
-        kl = torch.linalg.vecdot(p, lr, dim=-1)
+        # KL per row; lr is only needed again for w, else the product goes into its buffer (peak memory)
+        kl = _rowdot(p, lr) if keep_t else lr.mul_(p).sum(dim=-1, keepdim=True)  # (..., 1)
         diff = logq.exp_().sub_(p) if (need_s or need_tau) else None  # q - p
-        del logq
-        w = p.mul_(lr.sub_(kl.unsqueeze(-1))) if keep_t else None  # p (log p - log q - KL)
-        del p, lr
-        ctx.meta = (standardize, s.shape[-1] - ddof, eps, fold, scalar, rho if scalar else None)
-        ctx.save_for_backward(None if scalar else tau, zs, zt, diff, w,
-                              kl if need_tau else None, sig_s, sig_t)
-        return kl * tau2
+        w = p.mul_(lr.sub_(kl)) if keep_t else None  # p (log p - log q - KL)
+        del p, lr, logp, logq
+        kl = kl.squeeze_(-1)
+        out = kl * tau2
+        zt, zs = z[0], z[1]
+        ctx.fold = fold
+        if fold:
+            # every gradient is (incoming gradient of the row) x (a factor formed here)
+            ds = _rowdot(diff, zs) if need_s or need_tau else None
+            dt = _rowdot(w, zt) if keep_t else None
+            g_s = g_t = g_tau = None
+            if need_tau:
+                # zs, zt are Z/tau (raw logits: s/tau, t/tau), so proj = ((q - p).Z + w.Z)/tau
+                proj = (ds + dt).squeeze_(-1)
+                r = rho if scalar else rho.squeeze(-1)
+                g_tau = (2.0 * kl - proj).mul_(r)  # (B,)
+            if need_s:
+                g_s = _zero_sum_jacobian(diff, zs, rho, sig[1], eps, n, ds) if standardize else diff.mul_(rho)
+            if need_t:
+                g_t = _zero_sum_jacobian(w, zt, rho, sig[0], eps, n, dt) if standardize else w.mul_(rho)
+            ctx.tau_shape = None if scalar else tuple(tau.shape)
+            ctx.save_for_backward(g_s, g_t, g_tau)
+        else:
+            ctx.meta = (standardize, n, eps)
+            # the student's half alone when the teacher's is not needed (the stack would keep both)
+            zs = (zs if keep_t else zs.clone()) if need_s or need_tau else None
+            ctx.save_for_backward(tau, zs, zt if keep_t else None, diff, w,
+                                  kl if need_tau else None,
+                                  sig[1] if standardize and need_s else None,
+                                  sig[0] if standardize and need_t else None)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        tau, zs, zt, diff, w, kl, sig_s, sig_t = ctx.saved_tensors
-        standardize, n, eps, fold, scalar, rho = ctx.meta
         need_s, need_t, need_tau = ctx.needs_input_grad[:3]
+        if ctx.fold:
+            g_s, g_t, g_tau = ctx.saved_tensors
+            col = grad.unsqueeze(-1)
+            gs = g_s * col if need_s else None
+            gt = g_t * col if need_t else None
+            gtau = None
+            if need_tau:
+                gtau = grad * g_tau
+                gtau = gtau.sum().reshape(1, 1, 1) if ctx.tau_shape[1] == 1 else gtau.reshape(1, -1, 1)
+            return gs, gt, gtau, None, None, None
+        tau, zs, zt, diff, w, kl, sig_s, sig_t = ctx.saved_tensors
+        standardize, n, eps = ctx.meta
         gs = gt = gtau = None
         with full_precision(grad.device):
-            if fold:
-                if not scalar:
-                    rho = tau[0]  # (B or 1, 1)
-                g_tau = grad.unsqueeze(-1) * rho  # (B, 1)
-            else:
-                rho = 1.0
-                g_tau = (grad * tau.squeeze(-1)).unsqueeze(-1)  # (K, B, 1)
+            g_tau = (grad * tau.squeeze(-1)).unsqueeze(-1)  # (K, B, 1)
             if need_s:
-                gz = diff * g_tau if fold else (diff * g_tau).sum(0)
-                gs = zscore_backward(gz, zs, rho, sig_s, eps, n, zero_sum=True) if standardize else gz
+                gz = (diff * g_tau).sum(0)
+                gs = zscore_backward(gz, zs, 1.0, sig_s, eps, n, zero_sum=True) if standardize else gz
             if need_t:
-                gz = w * g_tau if fold else (w * g_tau).sum(0)
-                gt = zscore_backward(gz, zt, rho, sig_t, eps, n, zero_sum=True) if standardize else gz
+                gz = (w * g_tau).sum(0)
+                gt = zscore_backward(gz, zt, 1.0, sig_t, eps, n, zero_sum=True) if standardize else gz
             if need_tau:
-                # the saved zs, zt are Z/tau when folded: multiplying by tau converts back
-                proj = torch.linalg.vecdot(diff, zs, dim=-1) + torch.linalg.vecdot(w, zt, dim=-1)
-                tau_r = tau.squeeze(-1)  # (1, B or 1) or (K, 1)
-                if fold:
-                    gtau = grad * tau_r[0] * (2.0 * kl - proj)  # (B,)
-                    gtau = gtau.sum().reshape(1, 1, 1) if tau.shape[1] == 1 else gtau.reshape(1, -1, 1)
-                else:
-                    gtau = (grad * (2.0 * tau_r * kl - proj)).sum(1).reshape(-1, 1, 1)
+                proj = (_rowdot(diff, zs) + _rowdot(w, zt)).squeeze_(-1)
+                tau_r = tau.squeeze(-1)  # (K, 1)
+                gtau = (grad * (2.0 * tau_r * kl - proj)).sum(1).reshape(-1, 1, 1)
         return gs, gt, gtau, None, None, None
 
 

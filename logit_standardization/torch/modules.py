@@ -112,7 +112,8 @@ class KDLoss(_DistillLoss):
 class DKDLoss(_DistillLoss):
     r""":func:`~logit_standardization.torch.dkd_loss` with DKD's linear warm-up and the class weights.
 
-    ``forward(student_logits, teacher_logits, labels, *, epoch=None)`` returns
+    ``forward(student_logits, teacher_logits, labels, *, epoch=None)`` (labels required: without
+    them the library's ``ValueError`` naming ``labels``) returns
     ``ce_weight * CE + kd_weight * dkd_warmup(epoch, warmup_epochs) * dkd_loss(...)``: with
     ``epoch`` given the loss is multiplied by :math:`\min(e / \text{warmup\_epochs}, 1)`
     (1-based epochs: 0.05, 0.10, ... up to 1 at epoch 20 with the CIFAR default; see
@@ -146,8 +147,8 @@ class DKDLoss(_DistillLoss):
         e = _checks.check_hyper(type(self).__name__, epoch=epoch)["epoch"]
         return F.dkd_warmup(e, warmup_epochs=self.warmup_epochs)
 
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
-                epoch: float | None = None) -> torch.Tensor:
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                labels: torch.Tensor | None = None, *, epoch: float | None = None) -> torch.Tensor:
         self._require_labels(labels, "DKD separates the target class")
         factor = self.warmup_factor(epoch)
         dkd = F.dkd_loss(student_logits, teacher_logits, labels, alpha=self.alpha, beta=self.beta,

@@ -1,4 +1,6 @@
-"""PyTorch backend: the public surface (signatures, errors, module hyperparameters) matches the core."""
+"""PyTorch backend: the public surface beyond the conformance suite (tests/backends/test_conformance.py):
+package layout, class and forward signatures, the check_finite switch, tensor temperatures, module call
+errors, and the error of inputs of other kinds than the suite's grid."""
 
 import inspect
 import pathlib
@@ -16,38 +18,10 @@ import logit_standardization.torch.functional as F
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-FUNCTIONS = ["zscore", "kd_loss", "dkd_loss", "mlkd_terms", "mlkd_loss", "ctkd_temperature", "ctkd_lambda",
-             "dkd_warmup"]
-# The one deliberate addition: a keyword-only switch for the NaN/Inf scan on every function taking tensors.
-EXTRA = inspect.Parameter("check_finite", inspect.Parameter.KEYWORD_ONLY, default=True)
-
-
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_signature_matches_core(name):
-    core = inspect.signature(getattr(ls, name)).parameters
-    ours = inspect.signature(getattr(lt, name)).parameters
-
-    def facts(params):
-        return [(p.name, p.kind, p.default) for p in params.values()]
-
-    expected = facts(core)
-    if name not in ("ctkd_lambda", "dkd_warmup"):  # schedules of an epoch number: the core's own functions
-        expected.append((EXTRA.name, EXTRA.kind, EXTRA.default))
-    assert facts(ours) == expected
-
-
 def test_the_module_named_torch_imports_the_real_torch():
-    assert lt.torch is torch and lt.nn is torch.nn
+    from logit_standardization.torch import functional, modules
 
-
-def test_public_names():
-    for name in FUNCTIONS + ["KDLoss", "DKDLoss", "MLKDLoss", "CTKDLoss", "GradientReversal", "CTKDLambdaSchedule",
-                             "gradient_reversal", "standardized", "confidence_masks", "DEFAULT_TEMPERATURES",
-                             "dkd_warmup"]:
-        assert name in lt.__all__ and hasattr(lt, name)
-    assert set(ls.__all__) <= set(lt.__all__)  # the torch namespace covers every name of the core
-    assert lt.DEFAULT_TEMPERATURES == ls.DEFAULT_TEMPERATURES
-    assert lt.dkd_warmup is ls.dkd_warmup and lt.ctkd_lambda is ls.ctkd_lambda
+    assert functional.torch is torch and modules.nn is torch.nn
 
 
 def test_package_layout():
@@ -61,6 +35,8 @@ def test_package_layout():
     assert set(lt.__all__) == set(functional.__all__) | set(modules.__all__)
     assert lt.KDLoss.__module__ == "logit_standardization.torch.modules"
     assert lt.kd_loss.__module__ == "logit_standardization.torch.functional"
+    # the schedules of an epoch number are the core's own functions, re-exported
+    assert lt.dkd_warmup is ls.dkd_warmup and lt.ctkd_lambda is ls.ctkd_lambda
 
 
 def kw(cls):
@@ -83,17 +59,6 @@ def test_module_signatures():
                                ("eps", 1e-7), ("kd_weight", 1.0), ("ce_weight", 0.0), ("reduction", "mean"),
                                ("check_finite", True), ("instance_wise", False), ("num_classes", None),
                                ("hidden_features", 128)]
-    # shared hyperparameters default to the core functions' defaults
-    for cls, fn in ((lt.KDLoss, ls.kd_loss), (lt.DKDLoss, ls.dkd_loss), (lt.MLKDLoss, ls.mlkd_terms)):
-        core = {p.name: p.default for p in inspect.signature(fn).parameters.values()}
-        for name, default in kw(cls):
-            if name in core:
-                assert core[name] == default, (cls.__name__, name)
-    assert dict(kw(lt.DKDLoss))["warmup_epochs"] == inspect.signature(ls.dkd_warmup).parameters["warmup_epochs"].default
-    ctkd = dict(kw(lt.CTKDLoss))
-    for fn in (ls.ctkd_lambda, ls.ctkd_temperature):
-        for p in list(inspect.signature(fn).parameters.values())[1:]:
-            assert ctkd[p.name] == p.default, p.name
 
     def params(method):
         return [(p.name, p.kind, p.default) for p in list(inspect.signature(method).parameters.values())[2:]]
@@ -101,7 +66,7 @@ def test_module_signatures():
     P, K = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
     E = inspect.Parameter.empty
     assert params(lt.KDLoss.forward) == [("teacher_logits", P, E), ("labels", P, None)]
-    assert params(lt.DKDLoss.forward) == [("teacher_logits", P, E), ("labels", P, E), ("epoch", K, None)]
+    assert params(lt.DKDLoss.forward) == [("teacher_logits", P, E), ("labels", P, None), ("epoch", K, None)]
     assert params(lt.CTKDLoss.forward) == [("teacher_logits", P, E), ("labels", P, None), ("epoch", K, None),
                                            ("grl_lambda", K, None)]
     assert list(inspect.signature(lt.MLKDLoss.forward).parameters)[1:] == [
@@ -111,98 +76,24 @@ def test_module_signatures():
 # ----------------------------------------------------------------------------- same errors as the core
 S = np.zeros((4, 10)) + np.arange(10)
 T = -S
-Y = np.arange(4)
-FOUR = [np.random.default_rng(0).normal(size=(4, 10)) for _ in range(4)]
 NAN_S = np.where(S > 3, np.nan, S)
-INF_T = np.where(S > 3, np.inf, S)
 
-# (function name, positional args, keyword args): called on NumPy arrays (core) and on tensors (torch)
+# (function name, positional args, keyword args): called on NumPy arrays (core) and on tensors (torch).
+# Only inputs the conformance suite's invalid-input grid does not hold (tests/backends/test_conformance.py
+# covers every other bad logits, labels and hyperparameter of every function): other dtype kinds of
+# logits and things that are not arrays at all.
 BAD = [
-    ("kd_loss", (S, T[:, :9]), {}),
-    ("kd_loss", (S[:, :1], T[:, :1]), {}),
-    ("kd_loss", (S[0], T[0]), {}),
-    ("kd_loss", (S[:0], T[:0]), {}),
-    ("zscore", (S[:, :2],), {"ddof": 2}),
-    ("kd_loss", (S[:, :3], T[:, :3]), {"ddof": 3}),
-    ("kd_loss", (S, T), {"ddof": 1.0}),
-    ("kd_loss", (NAN_S, T), {}),
-    ("dkd_loss", (S, INF_T, Y), {}),
-    ("zscore", (np.ones((2, 3), dtype=np.int64),), {}),
     ("zscore", (np.ones((2, 3), dtype=np.uint8),), {}),
     ("kd_loss", (S > 2, T), {}),
     ("kd_loss", (S + 0j, T), {}),
-    ("dkd_loss", (S, T, Y.astype(float)), {}),
-    ("dkd_loss", (S, T, np.array([0, 1, 2, 10])), {}),
-    ("dkd_loss", (S, T, np.array([0, -1, 2, 3])), {}),
-    ("dkd_loss", (S, T, Y[:3]), {}),
-    ("dkd_loss", (S, T, Y[:, None]), {}),
-    ("dkd_loss", (S, T, Y), {"alpha": "1"}),
-    ("dkd_loss", (S, T, Y), {"beta": float("inf")}),
-    ("kd_loss", (S, T), {"temperature": 0.0}),
-    ("kd_loss", (S, T), {"temperature": -1}),
-    ("zscore", (S,), {"temperature": float("inf")}),
-    ("dkd_loss", (S, T, Y), {"temperature": float("nan")}),
-    ("kd_loss", (S, T), {"temperature": "2"}),
-    ("kd_loss", (S, T), {"temperature": True}),
-    ("kd_loss", (S, T), {"reduction": "batchmean"}),
-    ("dkd_loss", (S, T, Y), {"reduction": None}),
-    ("mlkd_terms", FOUR, {"variant": "paper"}),
-    ("mlkd_loss", FOUR, {"variant": "x"}),
-    ("mlkd_terms", FOUR, {"temperatures": ()}),
-    ("mlkd_terms", FOUR, {"temperatures": 2.0}),
-    ("mlkd_terms", FOUR, {"temperatures": (2.0, -1.0)}),
-    ("mlkd_terms", FOUR, {"kd_weight": None}),
-    ("mlkd_terms", (FOUR[0], FOUR[1][:2], FOUR[2], FOUR[3]), {}),
-    ("mlkd_loss", (FOUR[0], FOUR[1], FOUR[2], FOUR[3][:, :3]), {}),
-    ("mlkd_loss", (FOUR[0], FOUR[1], FOUR[2][:, :3], FOUR[3]), {}),
-    ("mlkd_terms", (FOUR[0], np.where(FOUR[1] > 0, np.nan, 0.0), FOUR[2], FOUR[3]), {}),
-    ("mlkd_terms", FOUR, {"standardize": "yes"}),
-    ("kd_loss", (S, T), {"standardize": 1}),
-    ("zscore", (S,), {"eps": -1e-7}),
-    ("zscore", (S,), {"axis": 2}),
-    ("zscore", (S,), {"axis": 1.0}),
-    ("zscore", (np.float64(3.0),), {}),
-    ("zscore", (np.zeros((3, 1, 4)),), {"axis": 1}),
-    ("ctkd_temperature", (float("nan"),), {}),
-    ("ctkd_temperature", (np.array([1.0, np.inf]),), {}),
-    ("ctkd_temperature", (np.array([True]),), {}),
-    ("ctkd_temperature", (1.0,), {"t_end": 0.0}),
-    ("ctkd_temperature", (1.0,), {"t_start": "a"}),
-    ("ctkd_lambda", (1,), {"schedule": "step"}),
-    ("ctkd_lambda", (1,), {"loops": 0}),
-    ("ctkd_lambda", (float("inf"),), {}),
-    ("ctkd_lambda", (-1,), {}),
-    ("ctkd_temperature", (1.0,), {"t_start": -30}),
-    ("dkd_warmup", (-5,), {}),
-    ("dkd_warmup", (5,), {"warmup_epochs": 20.5}),
-    ("dkd_warmup", ("5",), {}),
     # not an array at all: the library's TypeError, never torch's "new(): invalid data type 'str'"
-    ("kd_loss", ("abc", T), {}),
-    ("kd_loss", (S, "abc"), {}),
-    ("zscore", ("abc",), {}),
     ("zscore", ([["a", "b"]],), {}),
     ("zscore", (object(),), {}),
-    ("dkd_loss", (S, T, "abcd"), {}),
-    ("mlkd_loss", (FOUR[0], "x", FOUR[2], FOUR[3]), {}),
-    ("ctkd_temperature", ("abc",), {}),
-    # every hyperparameter goes through check_hyper
-    ("dkd_loss", (S, T, Y), {"alpha": -1.0}),
-    ("dkd_loss", (S, T, Y), {"beta": -8}),
-    ("mlkd_loss", FOUR, {"kd_weight": -9.0}),
-    ("mlkd_terms", FOUR, {"eps": float("nan")}),
-    ("mlkd_terms", FOUR, {"ddof": True}),
-    ("zscore", (S,), {"ddof": -1}),
-    ("ctkd_lambda", (1,), {"loops": 2.5}),
-    ("ctkd_lambda", (1,), {"max_value": float("nan")}),
 ]
 
 
 def _to_torch(x):
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x.copy())
-    if isinstance(x, (list, tuple)) and x and isinstance(x[0], np.ndarray):
-        return type(x)(_to_torch(v) for v in x)
-    return x
+    return torch.from_numpy(x.copy()) if isinstance(x, np.ndarray) else x
 
 
 def _raised(call):
@@ -214,12 +105,20 @@ def _raised(call):
 
 
 @pytest.mark.parametrize("name,args,kwargs", BAD, ids=[f"{i}-{b[0]}" for i, b in enumerate(BAD)])
-def test_same_error_as_core(name, args, kwargs):
+def test_same_error_as_core_for_other_kinds(name, args, kwargs):
     want = _raised(lambda: getattr(ls, name)(*args, **kwargs))
     assert want is not None, "the case must be bad input for the core too"
     got = _raised(lambda: getattr(lt, name)(*[_to_torch(a) for a in args], **kwargs))
     assert got == want
     assert got[1].startswith(f"{name}: argument '")
+
+
+def test_check_finite_is_the_one_extra_keyword():
+    for name in ("zscore", "kd_loss", "dkd_loss", "mlkd_terms", "mlkd_loss", "ctkd_temperature"):
+        ours = list(inspect.signature(getattr(lt, name)).parameters.values())
+        assert (ours[-1].name, ours[-1].kind, ours[-1].default) == ("check_finite", inspect.Parameter.KEYWORD_ONLY,
+                                                                    True), name
+        assert len(ours) == len(inspect.signature(getattr(ls, name)).parameters) + 1, name
 
 
 def test_non_finite_check_can_be_switched_off():
@@ -255,38 +154,12 @@ def test_tensor_temperature_validation():
         lt.kd_loss(s, t, temperature=torch.tensor(2))
 
 
+# The conformance suite checks every hyperparameter of the four loss classes against the core's rule
+# (test_class_constructor_errors); these are the constructor errors it does not reach.
 @pytest.mark.parametrize(
     "make,exc,pattern",
     [
-        (lambda: lt.KDLoss(temperature=0), ValueError, r"KDLoss: argument 'temperature' must be finite and > 0; got 0"),
-        (lambda: lt.KDLoss(reduction="avg"), ValueError, r"KDLoss: argument 'reduction' must be one of"),
-        (lambda: lt.KDLoss(standardize="yes"), TypeError, r"KDLoss: argument 'standardize' must be a bool"),
-        (lambda: lt.KDLoss(ddof=0.5), TypeError, r"KDLoss: argument 'ddof' must be an int"),
-        (lambda: lt.KDLoss(ddof=-1), ValueError, r"KDLoss: argument 'ddof' must be an int >= 0; got -1"),
-        (lambda: lt.KDLoss(eps=-1.0), ValueError, r"KDLoss: argument 'eps' must be finite and >= 0"),
-        (lambda: lt.KDLoss(kd_weight=-1.0), ValueError, r"KDLoss: argument 'kd_weight' must be finite and >= 0"),
-        (lambda: lt.KDLoss(ce_weight="0.1"), TypeError, r"KDLoss: argument 'ce_weight' must be a real number"),
-        (lambda: lt.KDLoss(check_finite=1), TypeError, r"KDLoss: argument 'check_finite' must be a bool; got 1"),
-        (lambda: lt.DKDLoss(warmup_epochs=0), ValueError, r"DKDLoss: argument 'warmup_epochs' must be an int >= 1; got 0"),
-        (lambda: lt.DKDLoss(warmup_epochs=20.5), TypeError,
-         r"DKDLoss: argument 'warmup_epochs' must be an int >= 1; got 20.5"),
-        (lambda: lt.DKDLoss(alpha=None), TypeError, r"DKDLoss: argument 'alpha' must be a real number"),
-        (lambda: lt.DKDLoss(beta=-1.0), ValueError, r"DKDLoss: argument 'beta' must be finite and >= 0"),
-        (lambda: lt.MLKDLoss(variant="paper"), ValueError, r"MLKDLoss: argument 'variant' must be one of"),
-        (lambda: lt.MLKDLoss(temperatures=()), ValueError, r"MLKDLoss: argument 'temperatures' must be a non-empty"),
-        (lambda: lt.MLKDLoss(ce_weight=-0.1), ValueError, r"MLKDLoss: argument 'ce_weight' must be finite and >= 0"),
-        (lambda: lt.CTKDLoss(t_end=-1.0), ValueError, r"CTKDLoss: argument 't_end' must be finite and > 0"),
-        (lambda: lt.CTKDLoss(t_start=-30), ValueError, r"CTKDLoss: argument 't_start' must be finite and >= 0; got -30"),
-        (lambda: lt.CTKDLoss(init=float("nan")), ValueError, r"CTKDLoss: argument 'init' must be finite"),
-        (lambda: lt.CTKDLoss(loops=0), ValueError, r"CTKDLoss: argument 'loops' must be an int >= 1; got 0"),
-        (lambda: lt.CTKDLoss(schedule="step"), ValueError, r"CTKDLoss: argument 'schedule' must be one of"),
-        (lambda: lt.CTKDLoss(min_value="a"), TypeError, r"CTKDLoss: argument 'min_value' must be a real number"),
-        (lambda: lt.CTKDLoss(instance_wise=1), TypeError, r"CTKDLoss: argument 'instance_wise' must be a bool"),
         (lambda: lt.CTKDLoss(instance_wise=True), TypeError, r"CTKDLoss: argument 'num_classes' must be an int >= 2"),
-        (lambda: lt.CTKDLoss(instance_wise=True, num_classes=1), ValueError, r"'num_classes' must be an int >= 2"),
-        (lambda: lt.CTKDLoss(instance_wise=True, num_classes=10.0), TypeError, r"'num_classes' must be an int >= 2"),
-        (lambda: lt.CTKDLoss(hidden_features=0), ValueError,
-         r"CTKDLoss: argument 'hidden_features' must be an int >= 1; got 0"),
         (lambda: lt.CTKDLambdaSchedule(loops=0), ValueError,
          r"CTKDLambdaSchedule: argument 'loops' must be an int >= 1"),
         (lambda: lt.CTKDLambdaSchedule(schedule="x"), ValueError,
@@ -310,29 +183,11 @@ def test_module_call_errors_name_the_function():
         lt.DKDLoss()(torch.randn(2, 5), torch.randn(2, 5), torch.tensor([0, 7]))
     with pytest.raises(ValueError, match=r"DKDLoss: argument 'epoch' must be finite; got nan"):
         lt.DKDLoss()(torch.randn(2, 5), torch.randn(2, 5), torch.tensor([0, 1]), epoch=float("nan"))
+    with pytest.raises(TypeError, match=r"DKDLoss: argument 'epoch' must be a real number; got '3'"):
+        lt.DKDLoss()(torch.randn(2, 5), torch.randn(2, 5), torch.tensor([0, 1]), epoch="3")
     with pytest.raises(ValueError, match=r"kd_loss: argument 'ddof' must be an int in \[0, 2\)"):
         lt.KDLoss(ddof=2)(torch.randn(2, 2), torch.randn(2, 2))
-
-
-def test_dkd_negative_epoch_is_refused():
-    s, t, y = torch.randn(3, 5), torch.randn(3, 5), torch.tensor([0, 1, 2])
-    module = lt.DKDLoss()
-    with pytest.raises(ValueError, match=r"DKDLoss: argument 'epoch' must be finite and >= 0; got -5"):
-        module(s, t, y, epoch=-5)
-    with pytest.raises(ValueError, match=r"argument 'epoch'"):
-        module.warmup_factor(-0.5)
-    with pytest.raises(TypeError, match=r"DKDLoss: argument 'epoch' must be a real number; got '3'"):
-        module(s, t, y, epoch="3")
-    assert float(module(s, t, y, epoch=0)) == 0.0
-
-
-def test_missing_labels_name_labels():
     s, t = torch.randn(3, 5), torch.randn(3, 5)
-    for module, args in ((lt.KDLoss(ce_weight=0.1), (s, t)), (lt.CTKDLoss(ce_weight=0.1), (s, t)),
-                         (lt.MLKDLoss(ce_weight=0.1), (s, s, t, t)), (lt.DKDLoss(), (s, t, None))):
-        name = type(module).__name__
-        with pytest.raises(ValueError, match=rf"{name}: argument 'labels' must be class indices"):
-            module(*args, **({"grl_lambda": -1.0} if name == "CTKDLoss" else {}))
     with pytest.raises(ValueError, match=r"KDLoss: argument 'labels' must be class indices in \[0, 5\); got label 9"):
         lt.KDLoss(ce_weight=1.0)(s, t, torch.tensor([0, 1, 9]))
     with pytest.raises(TypeError, match=r"KDLoss: argument 'labels' must be an integer array"):
@@ -341,14 +196,9 @@ def test_missing_labels_name_labels():
 
 def test_ctkd_call_errors():
     s, t = torch.randn(4, 10), torch.randn(4, 10)
-    with pytest.raises(ValueError, match=r"CTKDLoss: argument 'grl_lambda' must be given, or 'epoch'"):
-        lt.CTKDLoss()(s, t)
     with pytest.raises(ValueError, match=r"CTKDLoss: argument 'epoch' must be finite and >= 0; got -1"):
         lt.CTKDLoss()(s, t, epoch=-1)
     ctkd = lt.CTKDLoss(instance_wise=True, num_classes=5)
-    with pytest.raises(ValueError, match=r"CTKDLoss: argument 'student_logits' must be an array with num_classes=5 "
-                                         r"classes .*; got shape \(4, 10\)"):
-        ctkd(s, t, grl_lambda=-1.0)
     with pytest.raises(TypeError, match=r"CTKDLoss: argument 'student_logits' must be a floating-point array"):
         ctkd("abc", t, grl_lambda=-1.0)
 

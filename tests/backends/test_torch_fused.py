@@ -62,14 +62,18 @@ def _run(f, inputs, fused, monkeypatch):
     return out.detach(), [x.grad for x in xs]
 
 
+# raw (unstandardized) softmaxes of logits at large magnitudes are one-hot: nothing to compare there,
+# so those cases run at ordinary magnitude only
+_RAW_SOFTMAX = ("kd_raw", "mlkd", "mlkd_corrected")
+_NAME_MAGNITUDE = [(name, magnitude) for name in _cases() for magnitude in ("ordinary", "large", "huge")
+                   if magnitude == "ordinary" or name not in _RAW_SOFTMAX]
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 5e-6)])
-@pytest.mark.parametrize("magnitude", ["ordinary", "large", "huge"])
-@pytest.mark.parametrize("name", list(_cases()))
+@pytest.mark.parametrize("name,magnitude", _NAME_MAGNITUDE)
 def test_fused_matches_plain_translation(name, dtype, tol, magnitude, monkeypatch):
     scale = {"ordinary": 3.0, "large": 1e19 if dtype == torch.float32 else 1e154,
              "huge": 1e38 if dtype == torch.float32 else 1e307}[magnitude]
-    if name in ("kd_raw", "mlkd", "mlkd_corrected") and magnitude != "ordinary":
-        pytest.skip("raw (unstandardized) softmaxes of such logits are one-hot: nothing to compare")
     # a constant row, except beyond the range where the plain path can form 1/eps (see _standardize_scaled)
     # (in the students only: a teacher row equal to it would make the gradient there pure rounding noise)
     views = [batch((6, 7), seed, scale, constant_row=magnitude != "huge" and seed in (0, 2)).to(dtype)

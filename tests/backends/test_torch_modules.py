@@ -3,7 +3,6 @@
 import io
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,15 +21,6 @@ def rand(*shape, seed=0, dtype=F64, scale=3.0):
     return (torch.randn(*shape, generator=g) * scale).to(dtype)
 
 
-def test_kd_module_is_the_function():
-    s, t = rand(6, 10, seed=1), rand(6, 10, seed=2)
-    for kw in ({}, {"temperature": 4.0, "standardize": False}, {"ddof": 0, "eps": 0.0, "reduction": "none"}):
-        got = lt.KDLoss(**kw)(s, t)
-        assert torch.equal(got, lt.kd_loss(s, t, **kw))
-        want = ls.kd_loss(s.numpy(), t.numpy(), **kw)
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
-
-
 @pytest.mark.parametrize("warmup,epoch,factor", [(20, 1, 0.05), (20, 2, 0.10), (20, 10, 0.5), (20, 20, 1.0), (20, 35, 1.0),
                                                  (20, None, 1.0), (1, 1, 1.0), (5, 2.5, 0.5), (20, 0, 0.0)])
 def test_dkd_warmup(warmup, epoch, factor):
@@ -46,23 +36,6 @@ def test_dkd_warmup(warmup, epoch, factor):
     s2 = s.detach().clone().requires_grad_()
     lt.dkd_loss(s2, t, y, alpha=9.0, beta=72.0).backward()
     torch.testing.assert_close(s.grad, factor * s2.grad, rtol=1e-12, atol=0.0)
-
-
-@pytest.mark.parametrize("variant", ["reference", "corrected"])
-def test_mlkd_module_sum_and_terms(variant):
-    views = [rand(8, 10, seed=10 + i) for i in range(4)]
-    module = lt.MLKDLoss(variant=variant)
-    loss = module(*views)
-    want = ls.mlkd_terms(*[v.numpy() for v in views], variant=variant)
-    assert set(module.last_terms) == {"ce", "kd", "cc", "bc"}
-    assert float(module.last_terms["ce"]) == 0.0  # ce_weight=0: no labels needed
-    for k, v in module.last_terms.items():
-        if k == "ce":
-            continue
-        assert not v.requires_grad
-        assert not v.requires_grad and float(v) == pytest.approx(want[k], rel=1e-10)
-    assert float(loss) == pytest.approx(sum(want.values()), rel=1e-10)
-    assert float(lt.mlkd_loss(*views, variant=variant)) == pytest.approx(float(loss), rel=1e-14)
 
 
 def test_gradient_reversal():
@@ -270,10 +243,8 @@ def test_ctkd_weights_labels_and_epoch():
         1.0, 20.0, 4, 0.0, -1.0, "linear")
 
 
-def test_ctkd_instance_wise_checks_the_class_count():
+def test_ctkd_instance_wise_with_an_epoch():
     ctkd = lt.CTKDLoss(instance_wise=True, num_classes=5)
-    with pytest.raises(ValueError, match=r"CTKDLoss: argument 'student_logits' must be an array with num_classes=5"):
-        ctkd(torch.randn(4, 10), torch.randn(4, 10), grl_lambda=-1.0)
     out = ctkd(torch.randn(4, 5), torch.randn(4, 5), epoch=3)
     assert out.shape == () and torch.isfinite(out)
 

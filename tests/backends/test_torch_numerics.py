@@ -1,6 +1,7 @@
-"""PyTorch backend against the NumPy core: values and gradients in float64, finite differences of the
-core, gradcheck of the custom autograd functions, the reference operation sequence, edge cases, and
-the dtype tolerance table (documented in docs/pytorch.md)."""
+"""PyTorch backend: what the conformance suite (tests/backends/test_conformance.py, values and
+gradients of every function against the core for every dtype) does not cover: the published
+operation sequences, tensor temperatures, gradcheck of the custom autograd functions, double
+backward, constant rows, saturated logits and autocast."""
 
 import zlib
 
@@ -18,7 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 F64 = torch.float64
-SHAPES = [(1, 2), (3, 2), (4, 3), (7, 10), (8, 100), (5, 17)]
 
 
 def rel(a, b, floor=1e-3):
@@ -114,79 +114,10 @@ def fd_grad(f, x, h=1e-6):
     return g
 
 
-# ----------------------------------------------------------------------------- float64 values against the core
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("ddof,eps,tau", [(1, 1e-7, 1.0), (0, 0.0, 2.0), (1, 1e-3, 0.5)])
-def test_zscore_values(shape, ddof, eps, tau):
-    x, _, _ = inputs(*shape, ddof, eps, tau)
-    got = lt.zscore(tt(x), temperature=tau, ddof=ddof, eps=eps)
-    assert got.dtype == F64 and got.shape == shape
-    assert rel(got, ls.zscore(x, temperature=tau, ddof=ddof, eps=eps)) < 1e-9
-
-
-def test_zscore_any_axis_and_shape():
-    x = rng("axis").normal(size=(5, 3, 4))
-    for axis in (0, 1, -1):
-        assert rel(lt.zscore(tt(x), axis=axis), ls.zscore(x, axis=axis)) < 1e-12
-    assert rel(lt.zscore(tt(x[0, 0])), ls.zscore(x[0, 0])) < 1e-12
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("standardize,ddof,eps,tau", [(True, 1, 1e-7, 2.0), (False, 1, 1e-7, 4.0), (True, 0, 0.0, 3.0),
-                                                      (True, 1, 1e-7, 1.0)])
-def test_kd_values(shape, standardize, ddof, eps, tau):
-    s, t, _ = inputs(*shape, standardize, ddof, eps, tau)
-    kw = dict(temperature=tau, standardize=standardize, ddof=ddof, eps=eps)
-    for reduction in ("mean", "sum", "none"):
-        got = lt.kd_loss(tt(s), tt(t), **kw, reduction=reduction)
-        assert got.shape == ((shape[0],) if reduction == "none" else ())
-        assert rel(got, ls.kd_loss(s, t, **kw, reduction=reduction)) < 1e-9
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("standardize,ddof,alpha,beta,tau", [(True, 1, 9.0, 72.0, 2.0), (False, 1, 1.0, 8.0, 4.0),
-                                                             (True, 0, 1.0, 2.0, 3.0)])
-def test_dkd_values(shape, standardize, ddof, alpha, beta, tau):
-    s, t, y = inputs(*shape, standardize, ddof, alpha, beta, tau)
-    kw = dict(alpha=alpha, beta=beta, temperature=tau, standardize=standardize, ddof=ddof)
-    for reduction in ("mean", "sum", "none"):
-        got = lt.dkd_loss(tt(s), tt(t), torch.from_numpy(y), **kw, reduction=reduction)
-        assert rel(got, ls.dkd_loss(s, t, y, **kw, reduction=reduction)) < 1e-9
-
-
-@pytest.mark.parametrize("shape", [(1, 2), (4, 3), (7, 10), (8, 100)])
-@pytest.mark.parametrize("variant", ["reference", "corrected"])
-@pytest.mark.parametrize("standardize,temps", [(True, (2.0, 3.0, 5.0, 2.0, 6.0)), (False, (4.0, 3.0, 5.0, 2.0, 6.0)),
-                                               (True, (1.5,)), (True, (2.0, 2.0, 3.0))])
-def test_mlkd_values(shape, variant, standardize, temps):
-    views = [inputs(*shape, "mlkd", i)[i % 2] for i in range(4)]
-    kw = dict(temperatures=temps, standardize=standardize, variant=variant, kd_weight=9.0)
-    got = lt.mlkd_terms(*[tt(v) for v in views], **kw)
-    want = ls.mlkd_terms(*views, **kw)
-    assert set(got) == {"kd", "cc", "bc"}
-    for k in want:
-        assert got[k].shape == () and got[k].dtype == F64
-        assert rel(got[k], want[k]) < 1e-9, k  # values below 1e-3 (pure cancellation at C = 2) absolutely
-    assert rel(lt.mlkd_loss(*[tt(v) for v in views], **kw), ls.mlkd_loss(*views, **kw)) < 1e-9
-
-
-def test_confidence_masks_match_core():
-    for b, c in [(1, 2), (7, 10), (8, 5), (64, 100)]:
-        tw = rng("masks", b, c).normal(size=(b, c)) * 3
-        for got, want in zip(lt.confidence_masks(tt(tw)), ls.confidence_masks(tw)):
-            np.testing.assert_array_equal(got.numpy(), want)
-
-
-def test_ctkd_temperature_and_lambda():
-    raw = rng("ctkd").normal(size=(5,)) * 4
-    for kw in ({}, {"t_start": 2.0, "t_end": 30.0}):
-        got = lt.ctkd_temperature(tt(raw), **kw)
-        assert rel(got, ls.ctkd_temperature(raw, **kw)) < 1e-12
-        assert rel(lt.ctkd_temperature(1.0, **kw), ls.ctkd_temperature(1.0, **kw)) < 1e-7  # float32
+def test_ctkd_temperature_dtypes():
     assert lt.ctkd_temperature(torch.tensor([1.0], dtype=torch.float16)).dtype == torch.float32
     assert lt.ctkd_temperature(torch.tensor([2])).dtype == torch.get_default_dtype()
-    for e in (0, 1, 5, 10, 50):
-        assert lt.ctkd_lambda(e, loops=10) == ls.ctkd_lambda(e, loops=10)
+    assert lt.ctkd_temperature(1.0).dtype == torch.get_default_dtype()
 
 
 # ----------------------------------------------------------------------------- float64 gradients
@@ -232,46 +163,6 @@ def test_mlkd_gradients_match_reference_loop(shape):
     assert rel(got, want) < 1e-9
     for x, y in zip(ours, theirs):
         assert rel(x.grad, y.grad, floor=1e-12) < 1e-9
-
-
-@pytest.mark.parametrize("ddof,eps,tau", [(1, 1e-7, 1.0), (0, 0.0, 2.0)])
-def test_zscore_gradient_against_core_finite_differences(ddof, eps, tau):
-    x, _, _ = inputs(3, 6, "zscore fd", ddof, eps, tau)
-    g = rng("upstream", ddof, eps, tau).normal(size=x.shape)
-    a = tt(x, grad=True)
-    (lt.zscore(a, temperature=tau, ddof=ddof, eps=eps) * tt(g)).sum().backward()
-    fd = fd_grad(lambda v: float(np.sum(ls.zscore(v, temperature=tau, ddof=ddof, eps=eps) * g)), x)
-    assert rel(a.grad, fd) < 1e-6
-
-
-@pytest.mark.parametrize("standardize", [True, False])
-def test_kd_and_dkd_gradients_against_core_finite_differences(standardize):
-    s, t, y = inputs(4, 7, "fd", standardize)
-    for which in (0, 1):  # student and teacher
-        a, b = tt(s, grad=True), tt(t, grad=True)
-        lt.kd_loss(a, b, temperature=2.0, standardize=standardize).backward()
-        if which == 0:
-            fd = fd_grad(lambda v: ls.kd_loss(v, t, temperature=2.0, standardize=standardize), s)
-        else:
-            fd = fd_grad(lambda v: ls.kd_loss(s, v, temperature=2.0, standardize=standardize), t)
-        assert rel((a, b)[which].grad, fd) < 1e-6
-    a, b = tt(s, grad=True), tt(t, grad=True)
-    lt.dkd_loss(a, b, torch.from_numpy(y), alpha=9.0, beta=72.0, standardize=standardize).backward()
-    fd = fd_grad(lambda v: ls.dkd_loss(v, t, y, alpha=9.0, beta=72.0, standardize=standardize), s)
-    assert rel(a.grad, fd) < 1e-6
-    fd = fd_grad(lambda v: ls.dkd_loss(s, v, y, alpha=9.0, beta=72.0, standardize=standardize), t)
-    assert rel(b.grad, fd) < 1e-6
-
-
-@pytest.mark.parametrize("variant", ["reference", "corrected"])
-def test_mlkd_gradients_against_core_finite_differences(variant):
-    views = [inputs(5, 6, "mlkd fd", variant, i)[i % 2] + i for i in range(4)]
-    sw, ss = tt(views[0], grad=True), tt(views[1], grad=True)
-    lt.mlkd_loss(sw, ss, tt(views[2]), tt(views[3]), variant=variant).backward()
-    fd_w = fd_grad(lambda v: ls.mlkd_loss(v, views[1], views[2], views[3], variant=variant), views[0])
-    fd_s = fd_grad(lambda v: ls.mlkd_loss(views[0], v, views[2], views[3], variant=variant), views[1])
-    assert rel(sw.grad, fd_w) < 1e-6
-    assert rel(ss.grad, fd_s) < 1e-6
 
 
 def test_temperature_gradient_against_core_finite_differences():
@@ -395,69 +286,6 @@ def test_saturated_logits():
             out = lt.dkd_loss(b, torch.tensor(t).to(dtype), torch.from_numpy(y), **kw)
             out.backward()
             assert torch.isfinite(out) and torch.isfinite(b.grad).all()
-
-
-def test_half_precision_does_not_overflow():
-    # fp16 arithmetic would overflow here: the sum of squared deviations exceeds 65504
-    x = torch.tensor([[6e4, -6e4, 3e4, 0.0, 1.0]], dtype=torch.float16)
-    ref = ls.zscore(x.double().numpy())
-    z = lt.zscore(x)
-    assert z.dtype == torch.float32 and torch.isfinite(z).all()
-    assert rel(z, ref) < 1e-6
-    s = x.clone().requires_grad_()
-    loss = lt.kd_loss(s, x.flip(1))
-    loss.backward()
-    assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(s.grad).all()
-    assert s.grad.dtype == torch.float16
-
-
-# ----------------------------------------------------------------------------- the dtype tolerance table
-# Normwise relative error of values and input gradients against float64 on the same (rounded) inputs,
-# C >= 3 (at C = 2 the standardized gradient is pure rounding noise, see test_two_classes).
-# The same table is in docs/pytorch.md.
-TOLERANCE = {  # dtype: (values, gradients)
-    torch.float32: (2e-6, 5e-6),
-    torch.float16: (2e-6, 1e-2),
-    torch.bfloat16: (2e-6, 1e-2),
-}
-
-
-def _cases(labels):
-    return {
-        "zscore": lambda v: (lt.zscore(v[0]) * torch.linspace(-1, 1, v[0].shape[1], dtype=torch.float32).to(
-            v[0].device)).sum(),
-        "kd": lambda v: lt.kd_loss(v[0], v[1]),
-        "kd_raw": lambda v: lt.kd_loss(v[0], v[1], standardize=False, temperature=4.0),
-        "dkd": lambda v: lt.dkd_loss(v[0], v[1], labels, alpha=9.0, beta=72.0),
-        "mlkd": lambda v: lt.mlkd_loss(*v),
-        "mlkd_corrected": lambda v: lt.mlkd_loss(*v, variant="corrected"),
-    }
-
-
-@pytest.mark.parametrize("dtype", list(TOLERANCE))
-@pytest.mark.parametrize("shape", [(4, 10), (16, 100), (16, 1000)])
-def test_dtype_tolerance_table(dtype, shape):
-    g = torch.Generator().manual_seed(shape[1])
-    base = [torch.randn(shape, generator=g) * 3 + 2 for _ in range(4)]
-    low = [x.to(dtype) for x in base]
-    wide = [x.to(F64) for x in low]
-    labels = torch.randint(0, shape[1], (shape[0],), generator=g)
-    tol_v, tol_g = TOLERANCE[dtype]
-    for name, f in _cases(labels).items():
-        if name.startswith("mlkd") and shape[1] > 100:
-            continue  # (C, C) class correlations: slow in float64 and nothing new at this size
-        a = [x.clone().requires_grad_() for x in low]
-        b = [x.clone().requires_grad_() for x in wide]
-        va, vb = f(a), f(b)
-        assert va.dtype == torch.promote_types(dtype, torch.float32), name
-        va.backward()
-        vb.backward()
-        assert rel(va, vb) < tol_v, name
-        assert a[0].grad.dtype == dtype
-        assert rel(a[0].grad, b[0].grad, floor=1e-30) < tol_g, name
-    # and the float64 path against the core itself
-    s64, t64 = wide[0].numpy(), wide[1].numpy()
-    assert rel(lt.kd_loss(wide[0], wide[1]), ls.kd_loss(s64, t64)) < 1e-9
 
 
 def test_autocast_runs_the_losses_in_float32():
