@@ -32,13 +32,15 @@ def as_labels(fn: str, name: str, labels: object, batch: int, num_classes: int) 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """``x - logsumexp(x)``, stable for any finite ``x``."""
     m = np.max(x, axis=axis, keepdims=True)
-    shifted = x - m
+    with np.errstate(over="ignore"):  # x - m = -inf for entries ~1e308 below the maximum: exp gives 0
+        shifted = x - m
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     m = np.max(x, axis=axis, keepdims=True)
-    e = np.exp(x - m)
+    with np.errstate(over="ignore"):  # as in log_softmax
+        e = np.exp(x - m)
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
