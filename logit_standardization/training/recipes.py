@@ -194,13 +194,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``update``: nested mappings merge key by key, other values are replaced.
 
+    A mapping that names another ``name`` than the one it would merge into (a ``method`` block
+    of another method) replaces it: the settings of one method mean nothing to another.
+
     Example:
         >>> deep_merge({"a": {"x": 1, "y": 2}, "b": 1}, {"a": {"y": 3}, "b": [1]})
         {'a': {'x': 1, 'y': 3}, 'b': [1]}
+        >>> deep_merge({"method": {"name": "kd", "temperature": 4}}, {"method": {"name": "dkd"}})
+        {'method': {'name': 'dkd'}}
     """
     out = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        renamed = isinstance(value, dict) and isinstance(out.get(key), dict) and \
+            "name" in value and value["name"] != out[key].get("name", value["name"])
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not renamed:
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

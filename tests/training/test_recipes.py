@@ -312,3 +312,14 @@ def test_generator_writes_into_a_fresh_directory():
         written = _make_recipes.write(Path(d))
         assert len(written) == len(ALL) + 4  # + the four _base files
         assert all(p.read_text().startswith("# Generated") for p in written)
+
+
+def test_an_extending_recipe_that_names_another_method_replaces_the_method_block(tmp_path):
+    (tmp_path / "mine.yaml").write_text("extends: cifar100/kd_ls/resnet32x4-resnet8x4\n"
+                                        "method: {name: dkd, beta: 2.0, ce_weight: 1.0}\n")
+    m = load_recipe(str(tmp_path / "mine.yaml"))["method"]
+    # nothing of the KD block is inherited: DKD's own defaults and the given values
+    assert (m["name"], m["beta"], m["ce_weight"], m["kd_weight"], m["alpha"]) == ("dkd", 2.0, 1.0, 1.0, 1.0)
+    (tmp_path / "same.yaml").write_text("extends: cifar100/kd_ls/resnet32x4-resnet8x4\nmethod: {name: kd, kd_weight: 6}\n")
+    m = load_recipe(str(tmp_path / "same.yaml"))["method"]
+    assert (m["kd_weight"], m["temperature"], m["ce_weight"]) == (6.0, 2.0, 0.1)  # same method: merged
