@@ -573,24 +573,28 @@ def ctor_error_cases() -> list[Case]:
     return out
 
 
+# Constructor and call arguments of the value cases of each loss class (a face's loss class
+# without an entry here fails test_every_loss_class_has_conformance_cases).
+CLASS_VALUE_CONFIGS = {
+    "KDLoss": [({}, {}), ({"kd_weight": 9.0, "ce_weight": 0.1}, {}), ({"temperature": 4.0, "reduction": "sum"}, {}),
+               ({"standardize": False, "ce_weight": 1.0, "reduction": "none"}, {}),
+               ({"ddof": 0, "eps": 0.0, "kd_weight": 0.5}, {})],
+    "DKDLoss": [({}, {}), ({"alpha": 9.0, "beta": 72.0, "ce_weight": 1.0}, {}),
+                ({"kd_weight": 2.0, "reduction": "sum", "standardize": False}, {}),
+                ({"warmup_epochs": 20, "ce_weight": 0.5}, {"epoch": 5}),
+                ({"warmup_epochs": 4}, {"epoch": 10}), ({"reduction": "none"}, {"epoch": 0}),
+                ({"kd_weight": 0.5}, {"epoch": 3})],  # factor 3/20: not a float32 number
+    "MLKDLoss": [({}, {}), ({"ce_weight": 1.0, "kd_weight": 1.0}, {}),
+                 ({"variant": "corrected", "standardize": False, "temperatures": (1.0, 3.0)}, {})],
+    "CTKDLoss": [({}, {"grl_lambda": -1.0}), ({"init": 0.5, "t_start": 2.0, "t_end": 10.0}, {"epoch": 3}),
+                 ({"kd_weight": 9.0, "ce_weight": 0.1, "reduction": "sum"}, {"grl_lambda": 0.0}),
+                 ({"standardize": False, "reduction": "none", "schedule": "linear"}, {"epoch": 1})],
+}
+
+
 def class_value_cases() -> list[Case]:
     out = []
-    configs = {
-        "KDLoss": [({}, {}), ({"kd_weight": 9.0, "ce_weight": 0.1}, {}), ({"temperature": 4.0, "reduction": "sum"}, {}),
-                   ({"standardize": False, "ce_weight": 1.0, "reduction": "none"}, {}),
-                   ({"ddof": 0, "eps": 0.0, "kd_weight": 0.5}, {})],
-        "DKDLoss": [({}, {}), ({"alpha": 9.0, "beta": 72.0, "ce_weight": 1.0}, {}),
-                    ({"kd_weight": 2.0, "reduction": "sum", "standardize": False}, {}),
-                    ({"warmup_epochs": 20, "ce_weight": 0.5}, {"epoch": 5}),
-                    ({"warmup_epochs": 4}, {"epoch": 10}), ({"reduction": "none"}, {"epoch": 0}),
-                    ({"kd_weight": 0.5}, {"epoch": 3})],  # factor 3/20: not a float32 number
-        "MLKDLoss": [({}, {}), ({"ce_weight": 1.0, "kd_weight": 1.0}, {}),
-                     ({"variant": "corrected", "standardize": False, "temperatures": (1.0, 3.0)}, {})],
-        "CTKDLoss": [({}, {"grl_lambda": -1.0}), ({"init": 0.5, "t_start": 2.0, "t_end": 10.0}, {"epoch": 3}),
-                     ({"kd_weight": 9.0, "ce_weight": 0.1, "reduction": "sum"}, {"grl_lambda": 0.0}),
-                     ({"standardize": False, "reduction": "none", "schedule": "linear"}, {"epoch": 1})],
-    }
-    for cls, rows in configs.items():
+    for cls, rows in CLASS_VALUE_CONFIGS.items():
         for dtype in ("float32", "float64"):
             for ctor, call in rows:
                 cid = _ids(cls, "value", dtype, _kw_id(ctor), _kw_id(call) if call else "")

@@ -332,7 +332,21 @@ def _torch_views(n: int, c: int = 5, b: int = 4):
     return [torch.randn(b, c, generator=g) for _ in range(n)]
 
 
-@pytest.mark.parametrize("cls", ["KDLoss", "DKDLoss", "MLKDLoss", "CTKDLoss"])
+def test_every_loss_class_has_conformance_cases():
+    # the loss classes of each face (its names ending in "Loss") are exactly those the class
+    # tables of _conformance_cases cover: a new loss class without cases fails here
+    import logit_standardization.keras as kns
+    import logit_standardization.torch as tns
+
+    assert {n for n in tns.__all__ if n.endswith("Loss")} == set(cc.TORCH_CLASSES)
+    assert {n for n in kns.__all__ if n.endswith("Loss")} == set(cc.KERAS_CLASSES)
+    every = set(cc.TORCH_CLASSES) | set(cc.KERAS_CLASSES)
+    for table in (cc.CLASS_HYPERS, cc.CLASS_VALUE_CONFIGS, cc.FUNCTIONAL_OF, cc.CORE_FUNCTIONS_OF,
+                  cc.CLASS_WEIGHT_DEFAULTS):
+        assert set(table) == every
+
+
+@pytest.mark.parametrize("cls", cc.TORCH_CLASSES)
 def test_torch_classes_need_labels_for_cross_entropy(cls):
     import logit_standardization.torch as tns
 
@@ -342,7 +356,7 @@ def test_torch_classes_need_labels_for_cross_entropy(cls):
         getattr(tns, cls)(ce_weight=0.5)(*views, **kw)
 
 
-@pytest.mark.parametrize("cls", ["KDLoss", "DKDLoss", "CTKDLoss"])
+@pytest.mark.parametrize("cls", cc.KERAS_CLASSES)
 def test_keras_classes_need_labels_for_cross_entropy(cls):
     import logit_standardization.keras as kns
 
