@@ -152,17 +152,6 @@ def test_unwritable_output_directory(tmp_path, capsys, monkeypatch):
     _one_line_error(capsys.readouterr().err, "lskd-plot")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not apply to root")
-def test_unwritable_output_directory_for_real(tmp_path, capsys):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    try:
-        assert main(_train_args(locked / "run")) == 2
-        _one_line_error(capsys.readouterr().err, "lskd-train")
-    finally:
-        locked.chmod(0o755)
-
-
 class _Evil:
     def __reduce__(self):
         return (print, ("code ran while loading the dataset",))
