@@ -535,7 +535,8 @@ class _Run:
 
         cfg, d = self.cfg, self.cfg["data"]
         kwargs = dict(mlkd_views=self.method.views == 2, download=bool(d["download"]), augment=bool(d["augment"]),
-                      reference_cutout_quirk=bool(d["cutout_quirk"]))
+                      reference_cutout_quirk=bool(d["cutout_quirk"]), val_fraction=d.get("val_fraction"),
+                      val_seed=int(d.get("val_seed") or 0))
         if d["download"] and self.state.distributed:  # rank 0 downloads, the others wait
             if self.state.is_main:
                 build_datasets(cfg["dataset"], d["root"], **kwargs)
@@ -545,6 +546,10 @@ class _Run:
             bundle = build_datasets(cfg["dataset"], d["root"], **kwargs)
         except FileNotFoundError as exc:  # DatasetNotFoundError: the message says what and where
             raise TrainingError(f"{exc} (set the directory with --data-root)") from None
+        except ValueError as exc:
+            if d.get("val_fraction") is None:
+                raise
+            raise TrainingError(str(exc)) from None
         self.num_classes = int(bundle.num_classes)
         self.train_set = _subset(bundle.train, d["train_subset"], 0)
         self.test_set = _subset(bundle.test, d["test_subset"], 1)

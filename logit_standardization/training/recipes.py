@@ -78,6 +78,8 @@ SCHEMA: dict[str, Any] = {
         "cutout_quirk": False,  # MLKD strong view: reproduce the reference Cutout corner draw
         "train_subset": None,  # use only this many training samples (a fixed random subset)
         "test_subset": None,  # evaluate on only this many test samples (a fixed random subset)
+        "val_fraction": None,  # hold out this fraction of the training set and evaluate on it instead of the test set
+        "val_seed": 0,  # seed of that stratified split
     },
     "student": {"arch": None},
     "teacher": {"arch": None, "checkpoint": None},
@@ -110,11 +112,11 @@ SCHEMA: dict[str, Any] = {
 """Every key of a resolved recipe (except ``method``) with its default value."""
 
 _FLOAT_KEYS = {
-    "paper", "paper_top5", "lr", "momentum", "weight_decay", "gamma", "min_lr",
+    "paper", "paper_top5", "lr", "momentum", "weight_decay", "gamma", "min_lr", "val_fraction",
 }  # fmt: skip
 _INT_KEYS = {
     "batch_size", "test_batch_size", "num_workers", "prefetch_factor", "epochs", "seed", "save_every",
-    "train_subset", "test_subset",
+    "train_subset", "test_subset", "val_seed",
 }  # fmt: skip
 _BOOL_KEYS = {
     "download", "pin_memory", "persistent_workers", "augment", "cutout_quirk", "nesterov",
@@ -380,6 +382,11 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     for key in ("batch_size", "test_batch_size"):
         if out["data"][key] is None or out["data"][key] < 1:
             raise RecipeError(f"recipe key 'data.{key}' must be >= 1; got {out['data'][key]!r}")
+    fraction = out["data"]["val_fraction"]
+    if fraction is not None and not 0.0 < fraction < 1.0:
+        raise RecipeError(f"recipe key 'data.val_fraction' must be in (0, 1) or null; got {fraction!r}")
+    if out["data"]["val_seed"] is None:
+        raise RecipeError("recipe key 'data.val_seed' must be an integer; got None")
     if out["train"]["save_every"] is None or out["train"]["save_every"] < 1:
         raise RecipeError(f"recipe key 'train.save_every' must be >= 1; got {out['train']['save_every']!r}")
     return out
