@@ -28,9 +28,11 @@ from torch import nn
 
 from .cifar import CIFAR_BUILDERS
 from .imagenet import IMAGENET_BUILDERS
+from ._timm import TIMM_PREFIX, create_timm_model, is_timm_name
 from .small import DIGITS_BUILDERS, FASHION_MNIST_BUILDERS
 
-__all__ = ["DatasetInfo", "DATASET_INFO", "create_model", "list_models", "list_datasets"]
+__all__ = ["DatasetInfo", "DATASET_INFO", "IMAGEFOLDER", "create_model", "list_models", "list_datasets",
+           "TIMM_PREFIX", "is_timm_name"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ DATASET_INFO: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("digits", 10, (1, 8, 8), (0.3053,), (0.3759,)),
 }
 """Per-dataset metadata, keyed by dataset name."""
+
+IMAGEFOLDER = "imagefolder"
+"""The dataset of your own images (``train/<class>/...``, ``val/<class>/...``): its class count,
+image size and normalization come from the folder and the recipe, so it has no ``DATASET_INFO``
+entry; ``create_model`` builds timm architectures and the ImageNet zoo for it, and needs
+``num_classes``."""
 
 _BUILDERS: dict[str, dict[str, Callable[[int], nn.Module]]] = {
     "cifar100": CIFAR_BUILDERS,
@@ -116,8 +124,10 @@ def create_model(name: str, *, dataset: str, num_classes: int | None = None) -> 
     Args:
         name: architecture name as in the reference code, e.g. ``"resnet32x4"``, ``"wrn_40_2"``,
             ``"MobileNetV2"`` (CIFAR) or ``"ResNet34"``, ``"MobileNetV1"`` (ImageNet); see
-            :func:`list_models`.
-        dataset: ``"cifar100"``, ``"imagenet"``, ``"fashion_mnist"`` or ``"digits"``.
+            :func:`list_models`. ``"timm:<name>"`` is ``timm.create_model(<name>,
+            pretrained=False, num_classes=num_classes)`` (randomly initialised; needs timm).
+        dataset: ``"cifar100"``, ``"imagenet"``, ``"fashion_mnist"``, ``"digits"`` or
+            ``"imagefolder"`` (your own images: timm or the ImageNet zoo; ``num_classes`` required).
         num_classes: output size; defaults to the dataset's class count.
 
     Returns:
@@ -125,23 +135,32 @@ def create_model(name: str, *, dataset: str, num_classes: int | None = None) -> 
         ``(N, num_classes)`` logits, in training mode, on the CPU.
 
     Raises:
-        ValueError: unknown dataset or name (with close matches), or ``num_classes < 1``.
+        ValueError: unknown dataset or name (with close matches), or ``num_classes < 1``; for
+            ``timm:`` names, a ``TrainingError`` (a ``ValueError``) when timm is missing or has no such architecture.
         TypeError: ``num_classes`` is not an integer.
     """
-    builders = _BUILDERS[_check_dataset("create_model", dataset)]
+    if dataset == IMAGEFOLDER:
+        builders = IMAGENET_BUILDERS  # adaptive pooling: any image size
+    else:
+        builders = _BUILDERS[_check_dataset("create_model", dataset)]
     if not isinstance(name, str):
         raise TypeError(f"create_model: name must be a string, got {type(name).__name__}")
-    if name not in builders:
+    if name not in builders and not is_timm_name(name):
         elsewhere = [d for d, b in _BUILDERS.items() if name in b]
         hint = f" ({name!r} exists for dataset {', '.join(map(repr, elsewhere))})" if elsewhere else ""
         raise ValueError(
             f"create_model: unknown model {name!r} for dataset {dataset!r}{hint}.{_suggest(name, list(builders))} "
-            f"Known models for {dataset!r}: {', '.join(sorted(builders))}"
+            f"Known models for {dataset!r}: {', '.join(sorted(builders))}, or timm architectures as "
+            f"'{TIMM_PREFIX}<name>'"
         )
     if num_classes is None:
+        if dataset == IMAGEFOLDER:
+            raise ValueError("create_model: dataset 'imagefolder' needs num_classes (the number of class folders)")
         num_classes = DATASET_INFO[dataset].num_classes
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise TypeError(f"create_model: num_classes must be an int, got {type(num_classes).__name__}")
     if num_classes < 1:
         raise ValueError(f"create_model: num_classes must be >= 1, got {num_classes}")
+    if is_timm_name(name):
+        return create_timm_model(name, num_classes)
     return builders[name](num_classes)
