@@ -6,6 +6,9 @@ Datasets (all yield ``(image, label)`` with a PIL image passed through ``transfo
   (dicts with ``data`` uint8 ``N x 3072`` and ``fine_labels``), of any size.
 * ImageNet -- :func:`imagenet_folder`, torchvision's ``ImageFolder`` on ``<root>/train`` and
   ``<root>/val`` (one sub-folder per class).
+* Your own images (dataset ``"imagefolder"``) -- :func:`image_folder`, the same layout, with the
+  image size and normalization of the recipe (:func:`imagefolder_info`) and the ImageNet
+  transforms at that size; the class count is the number of class folders.
 * :class:`FashionMNIST` -- the IDX files (``train-images-idx3-ubyte.gz`` ...), gzipped or plain,
   by default from ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
 * :class:`Digits` -- scikit-learn's 8x8 digits with a fixed, seeded, stratified train/test split.
@@ -51,7 +54,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
-from .models import DATASET_INFO, DatasetInfo
+from .models import DATASET_INFO, IMAGEFOLDER, DatasetInfo
 
 __all__ = [
     "DatasetNotFoundError",
@@ -60,6 +63,9 @@ __all__ = [
     "FashionMNIST",
     "Digits",
     "imagenet_folder",
+    "image_folder",
+    "imagefolder_info",
+    "IMAGEFOLDER_DEFAULTS",
     "read_cifar100",
     "read_idx",
     "RANDAUGMENT_OPS",
@@ -86,6 +92,7 @@ DEFAULT_ROOTS: dict[str, str | None] = {
     "imagenet": "data/imagenet",
     "fashion_mnist": "/usr/share/datasets/fashion-mnist",
     "digits": None,
+    "imagefolder": None,  # no default: --data-root (data.root) names the folder
 }
 """Where :func:`build_datasets` looks when ``root`` is None (relative paths: the working directory)."""
 
@@ -420,6 +427,86 @@ def imagenet_folder(root: str | os.PathLike, split: str, transform: Callable | N
         raise DatasetNotFoundError(f"{expected}; {folder}: {e} {how}") from e
 
 
+IMAGEFOLDER_DEFAULTS: dict[str, Any] = {
+    "image_size": DATASET_INFO["imagenet"].input_size[1],
+    "mean": DATASET_INFO["imagenet"].mean,
+    "std": DATASET_INFO["imagenet"].std,
+}
+"""``data.image_size``, ``data.mean`` and ``data.std`` of dataset ``imagefolder`` when the recipe
+leaves them unset: ImageNet's (224, and its per-channel statistics)."""
+
+
+def imagefolder_info(image_size: int | None = None, mean: Sequence[float] | None = None,
+                     std: Sequence[float] | None = None, num_classes: int = 0) -> DatasetInfo:
+    """The :class:`DatasetInfo` of an image folder: RGB images of ``image_size`` x ``image_size``.
+
+    Unset values take :data:`IMAGEFOLDER_DEFAULTS` (ImageNet's).
+
+    Example:
+        >>> info = imagefolder_info(32, num_classes=3)
+        >>> info.input_size, info.mean
+        ((3, 32, 32), (0.485, 0.456, 0.406))
+    """
+    d = IMAGEFOLDER_DEFAULTS
+    size = int(image_size if image_size is not None else d["image_size"])
+    mean = tuple(float(m) for m in (mean if mean is not None else d["mean"]))
+    std = tuple(float(v) for v in (std if std is not None else d["std"]))
+    if size < 1:
+        raise ValueError(f"imagefolder_info: image_size must be >= 1, got {size}")
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"imagefolder_info: mean and std need 3 values (RGB), std > 0; got {mean} and {std}")
+    return DatasetInfo(IMAGEFOLDER, int(num_classes), (3, size, size), mean, std)
+
+
+def image_folder(root: str | os.PathLike | None, split: str, transform: Callable | None = None) -> Dataset:
+    """One split of your own image set: torchvision ``ImageFolder`` on ``<root>/<split>``.
+
+    ``<root>/train`` and ``<root>/val`` each hold one sub-folder per class
+    (``train/cat/0001.png`` ...); the images (any format PIL reads, with the usual extensions)
+    are loaded as RGB and classes are numbered in sorted folder order.
+
+    Args:
+        root: the folder holding ``train/`` and ``val/`` (``--data-root``).
+        split: ``"train"`` or ``"val"``.
+        transform: applied to the PIL RGB image.
+
+    Raises:
+        DatasetNotFoundError: no root, or ``<root>/<split>`` is missing or has no class folders.
+        ValueError: a class folder holds no images.
+    """
+    from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    layout = "train/ and val/, each with one sub-folder of images per class (train/<class>/*.jpg ...)"
+    if root is None:
+        raise DatasetNotFoundError(f"dataset 'imagefolder' needs the folder of your images holding {layout}")
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"image folder {str(folder)!r} is missing: {str(Path(root))!r} must hold {layout}")
+    if not any(p.is_dir() for p in folder.iterdir()):
+        raise DatasetNotFoundError(f"image folder {str(folder)!r} has no class folders: {str(Path(root))!r} must "
+                                   f"hold {layout}")
+    dataset = ImageFolder(str(folder), transform=transform, allow_empty=True)
+    counts = np.bincount(np.asarray(dataset.targets, dtype=np.int64), minlength=len(dataset.classes))
+    empty = [c for c, n in zip(dataset.classes, counts) if n == 0]
+    if empty:
+        names = ", ".join(repr(c) for c in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise ValueError(f"image folder {str(folder)!r}: class folder {names} holds no images (image files end "
+                         f"in {', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
+    return dataset
+
+
+def _check_same_classes(root: Path, train: Any, val: Any) -> None:
+    if list(train.classes) == list(val.classes):
+        return
+    only_train = sorted(set(train.classes) - set(val.classes))
+    only_val = sorted(set(val.classes) - set(train.classes))
+    parts = [f"only in train/: {', '.join(only_train[:5])}" if only_train else "",
+             f"only in val/: {', '.join(only_val[:5])}" if only_val else ""]
+    raise ValueError(f"image folders {str(root / 'train')!r} and {str(root / 'val')!r} have different class "
+                     f"folders ({'; '.join(p for p in parts if p)}); both need the same classes")
+
+
 def _torchvision_download(cls_name: str, root: Path, missing_message: str) -> None:
     import torchvision.datasets as tvd
 
@@ -587,12 +674,12 @@ _CUTOUT_FILL: dict[str, int | tuple[int, ...]] = {
     "imagenet": (125, 123, 114),
     "fashion_mnist": round(DATASET_INFO["fashion_mnist"].mean[0] * 255),
     "digits": round(DATASET_INFO["digits"].mean[0] * 255),
+    "imagefolder": (125, 123, 114),
 }
 
 
-def _geometric(dataset: str) -> list[Callable]:
-    side = DATASET_INFO[dataset].input_size[1]
-    if dataset == "imagenet":
+def _geometric(dataset: str, side: int) -> list[Callable]:
+    if dataset in ("imagenet", IMAGEFOLDER):
         return [T.RandomResizedCrop(side), T.RandomHorizontalFlip()]
     if dataset == "cifar100":
         return [T.RandomCrop(side, padding=4), T.RandomHorizontalFlip()]
@@ -608,6 +695,7 @@ def build_transform(
     strong: bool = False,
     augment: bool = True,
     reference_cutout_quirk: bool = False,
+    info: DatasetInfo | None = None,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """The image -> normalized tensor transform of a dataset.
 
@@ -619,7 +707,9 @@ def build_transform(
 
     Crops and flips per dataset: CIFAR-100 RandomCrop(32, padding=4) + flip; ImageNet
     RandomResizedCrop(224) + flip; Fashion-MNIST RandomCrop(28, padding=2) + flip; digits
-    RandomCrop(8, padding=1).
+    RandomCrop(8, padding=1). An image folder (``"imagefolder"``) uses ImageNet's transforms at
+    its own side ``S`` (RandomResizedCrop(S) + flip; Resize(round(S * 256 / 224)) +
+    CenterCrop(S) for evaluation) and its own normalization.
 
     Args:
         dataset: a key of ``DATASET_INFO``.
@@ -627,20 +717,25 @@ def build_transform(
         strong: the strong view (requires ``train=True``).
         augment: apply the crop/flip of the training view.
         reference_cutout_quirk: Cutout places its square as the reference code does.
+        info: size and normalization in place of ``DATASET_INFO[dataset]`` (required for
+            ``"imagefolder"``: :func:`imagefolder_info`).
     """
-    if dataset not in DATASET_INFO:
-        raise ValueError(f"build_transform: unknown dataset {dataset!r}; known: {', '.join(sorted(DATASET_INFO))}")
+    if dataset not in DATASET_INFO and not (dataset == IMAGEFOLDER and info is not None):
+        raise ValueError(f"build_transform: unknown dataset {dataset!r}; known: {', '.join(sorted(DATASET_INFO))}"
+                         + (" (imagefolder needs info=imagefolder_info(...))" if dataset == IMAGEFOLDER else ""))
     if strong and not train:
         raise ValueError("build_transform: strong=True needs train=True (the strong view is a training view)")
-    info = DATASET_INFO[dataset]
+    info = info if info is not None else DATASET_INFO[dataset]
+    side = info.input_size[1]
     tail = [T.ToTensor(), T.Normalize(info.mean, info.std)]
-    eval_head = [T.Resize(256), T.CenterCrop(info.input_size[1])] if dataset == "imagenet" else []
+    # ImageNet's evaluation resize: 256 for 224 crops, the same ratio at other sizes
+    eval_head = [T.Resize(round(side * 256 / 224)), T.CenterCrop(side)] if dataset in ("imagenet", IMAGEFOLDER) else []
     if not train:
         return T.Compose(eval_head + tail)
     if strong:
         cutout = Cutout(0.5, _CUTOUT_FILL[dataset], reference_quirk=reference_cutout_quirk)
-        return T.Compose(_geometric(dataset) + [RandAugment(2), cutout] + tail)
-    return T.Compose((_geometric(dataset) if augment else eval_head) + tail)
+        return T.Compose(_geometric(dataset, side) + [RandAugment(2), cutout] + tail)
+    return T.Compose((_geometric(dataset, side) if augment else eval_head) + tail)
 
 
 class TwoViewDataset(Dataset):
@@ -708,11 +803,15 @@ def build_datasets(
     split_seed: int = 0,
     val_fraction: float | None = None,
     val_seed: int = 0,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> DataBundle:
     """Build the train and test datasets of a recipe, with the reference transforms.
 
     Args:
-        dataset: ``"cifar100"``, ``"imagenet"``, ``"fashion_mnist"`` or ``"digits"``.
+        dataset: ``"cifar100"``, ``"imagenet"``, ``"fashion_mnist"``, ``"digits"`` or
+            ``"imagefolder"`` (your own images in ``root/train/<class>/`` and ``root/val/<class>/``).
         root: data directory (see :data:`DEFAULT_ROOTS` for the defaults; ignored for digits).
             CIFAR-100: the directory containing ``cifar-100-python/``; ImageNet: the directory
             containing ``train/`` and ``val/``; Fashion-MNIST: the directory with the IDX files.
@@ -723,6 +822,8 @@ def build_datasets(
         augment: crop/flip in the training (weak) view.
         reference_cutout_quirk: the strong view's Cutout places its square as the reference does.
         split_seed: seed of the digits train/test split.
+        image_size, mean, std: ``"imagefolder"`` only: the side of the square network input and
+            the per-channel normalization (None: ImageNet's, :data:`IMAGEFOLDER_DEFAULTS`).
         val_fraction: hold out this fraction of the training set (stratified by label, seeded
             by ``val_seed``: :func:`holdout_indices`) and return it, with the evaluation
             transform, in place of the test set; the training set keeps the rest. None: the
@@ -736,19 +837,23 @@ def build_datasets(
     Raises:
         DatasetNotFoundError: data files are missing (the message says which, where, and how to
             get them).
-        ValueError: unknown dataset, or files in the wrong format.
+        ValueError: unknown dataset, or files in the wrong format; an image folder with an empty
+            class folder, or with other classes in ``val/`` than in ``train/``.
     """
-    if dataset not in DATASET_INFO:
-        raise ValueError(f"build_datasets: unknown dataset {dataset!r}; known: {', '.join(sorted(DATASET_INFO))}")
+    if dataset != IMAGEFOLDER and (image_size is not None or mean is not None or std is not None):
+        raise ValueError(f"build_datasets: image_size, mean and std apply to dataset 'imagefolder', not {dataset!r}")
+    if dataset not in DATASET_INFO and dataset != IMAGEFOLDER:
+        raise ValueError(f"build_datasets: unknown dataset {dataset!r}; known: {', '.join(sorted(DATASET_INFO))}, "
+                         f"{IMAGEFOLDER}")
     if root is None:
         default = DEFAULT_ROOTS[dataset]
         if dataset == "fashion_mnist" and download:
             default = "data"
         root = default
     path = Path(root) if root is not None else None
-    info = DATASET_INFO[dataset]
-    weak = build_transform(dataset, train=True, augment=augment)
-    test_tf = build_transform(dataset, train=False)
+    info = imagefolder_info(image_size, mean, std) if dataset == IMAGEFOLDER else DATASET_INFO[dataset]
+    weak = build_transform(dataset, train=True, augment=augment, info=info)
+    test_tf = build_transform(dataset, train=False, info=info)
     train_tf = None if mlkd_views else weak
 
     if dataset == "cifar100":
@@ -766,6 +871,12 @@ def build_datasets(
         train = imagenet_folder(path, "train", train_tf)
         test = imagenet_folder(path, "val", test_tf)
         classes = list(train.classes)  # type: ignore[attr-defined]
+    elif dataset == IMAGEFOLDER:
+        train = image_folder(path, "train", train_tf)
+        test = image_folder(path, "val", test_tf)
+        _check_same_classes(path, train, test)  # type: ignore[arg-type]  # image_folder refused None
+        classes = list(train.classes)  # type: ignore[attr-defined]
+        info = replace(info, num_classes=len(classes))
     elif dataset == "fashion_mnist":
         train = FashionMNIST(path, train=True, transform=train_tf, download=download)
         test = FashionMNIST(path, train=False, transform=test_tf)
@@ -784,7 +895,8 @@ def build_datasets(
         split = {"kind": "validation", "val_fraction": float(val_fraction), "val_seed": int(val_seed),
                  "stratified": True, "train_size": len(train_idx), "val_size": len(val_idx)}
     if mlkd_views:
-        strong = build_transform(dataset, train=True, strong=True, reference_cutout_quirk=reference_cutout_quirk)
+        strong = build_transform(dataset, train=True, strong=True, reference_cutout_quirk=reference_cutout_quirk,
+                                 info=info)
         train = TwoViewDataset(train, weak, strong)
     return DataBundle(train=train, test=test, info=info, classes=classes, root=path, split=split)
 

@@ -62,16 +62,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import distributed as D
+from ._byo import load_checked_weights, run_payload
 from ._errors import TrainingError
 from .callbacks import Callback, CSVLogger
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
-    load_weights,
     remove_stale_temp_files,
     save_atomic,
     save_student,
-    student_payload,
     validate_resume_checkpoint,
 )
 from .methods import Method, build_method
@@ -100,6 +99,7 @@ RESUME_SAFE_KEYS = (
     "data.persistent_workers",
     "data.prefetch_factor",
     "teacher.checkpoint",
+    "student.checkpoint",
     "train.save_every",
     "train.eval_teacher",
     "train.compile",
@@ -537,6 +537,8 @@ class _Run:
         kwargs = dict(mlkd_views=self.method.views == 2, download=bool(d["download"]), augment=bool(d["augment"]),
                       reference_cutout_quirk=bool(d["cutout_quirk"]), val_fraction=d.get("val_fraction"),
                       val_seed=int(d.get("val_seed") or 0))
+        if cfg["dataset"] == "imagefolder":  # your own images: size and normalization from the recipe
+            kwargs.update(image_size=d["image_size"], mean=d["mean"], std=d["std"])
         if d["download"] and self.state.distributed:  # rank 0 downloads, the others wait
             if self.state.is_main:
                 build_datasets(cfg["dataset"], d["root"], **kwargs)
@@ -551,6 +553,9 @@ class _Run:
                 raise
             raise TrainingError(str(exc)) from None
         self.num_classes = int(bundle.num_classes)
+        self.data_info = bundle.info
+        self.data_desc = (f"the {self.num_classes} class folders of {str(bundle.root / 'train')!r}"
+                          if cfg["dataset"] == "imagefolder" else f"dataset {cfg['dataset']!r}")
         self.train_set = _subset(bundle.train, d["train_subset"], 0)
         self.test_set = _subset(bundle.test, d["test_subset"], 1)
         world = self.state.world_size
@@ -583,6 +588,9 @@ class _Run:
         cfg = self.cfg
         self.student_arch = cfg["student"]["arch"]
         self.student = create_model(self.student_arch, dataset=cfg["dataset"], num_classes=self.num_classes)
+        if cfg["student"].get("checkpoint"):  # initial weights from a local file
+            load_checked_weights(self.student, cfg["student"]["checkpoint"], arch=self.student_arch,
+                                 num_classes=self.num_classes, what="student checkpoint", data=self.data_desc)
         self.teacher: nn.Module | None = None
         self.teacher_meta: dict[str, Any] = {}
         if self.method.needs_teacher:
@@ -594,7 +602,8 @@ class _Run:
                     f"recipe {cfg['name']!r} distils from a {arch} teacher: pass --teacher PATH ({hint}"
                     "or a reference checkpoint {'model': state_dict} / plain state dict)")
             self.teacher = create_model(arch, dataset=cfg["dataset"], num_classes=self.num_classes)
-            self.teacher_meta = load_weights(self.teacher, path, arch=arch, what="teacher checkpoint")
+            self.teacher_meta = load_checked_weights(self.teacher, path, arch=arch, num_classes=self.num_classes,
+                                                     what="teacher checkpoint", data=self.data_desc)
             self.teacher.requires_grad_(False)
             self.teacher.eval()
             self.teacher.to(self.device)
@@ -654,8 +663,8 @@ class _Run:
 
     # ------------------------------------------------------------------------------ writing
     def _payload(self) -> dict[str, Any]:
-        return student_payload(self.student, arch=self.student_arch, dataset=self.cfg["dataset"],
-                               num_classes=self.num_classes)
+        return run_payload(self.student, arch=self.student_arch, dataset=self.cfg["dataset"],
+                           num_classes=self.num_classes, info=self.data_info)
 
     def _save_last(self, epoch: int, partial: dict[str, Any] | None = None) -> None:
         if not self.state.is_main:

@@ -64,10 +64,13 @@ SCHEMA: dict[str, Any] = {
     "paper_top5": None,  # top-5 (%) where the paper reports it (ImageNet)
     "source": "",  # where the hyperparameters and the paper number come from
     "note": "",  # deviations: nearest documented setting used, etc.
-    "dataset": None,  # "cifar100", "imagenet", "fashion_mnist", "digits"
+    "dataset": None,  # "cifar100", "imagenet", "fashion_mnist", "digits", "imagefolder" (your own images)
     "data": {
         "root": None,  # directory holding the dataset (per dataset layout, see docs)
         "download": False,  # let torchvision download CIFAR-100 / Fashion-MNIST
+        "image_size": None,  # imagefolder only: side of the square network input (None: 224)
+        "mean": None,  # imagefolder only: per-channel mean, 3 numbers (None: ImageNet's)
+        "std": None,  # imagefolder only: per-channel std, 3 numbers (None: ImageNet's)
         "batch_size": 64,  # GLOBAL batch: split over the ranks of a torchrun job
         "test_batch_size": 64,  # global as well
         "num_workers": 2,  # per process
@@ -81,7 +84,7 @@ SCHEMA: dict[str, Any] = {
         "val_fraction": None,  # hold out this fraction of the training set and evaluate on it instead of the test set
         "val_seed": 0,  # seed of that stratified split
     },
-    "student": {"arch": None},
+    "student": {"arch": None, "checkpoint": None},  # checkpoint: initial weights, a local file
     "teacher": {"arch": None, "checkpoint": None},
     "method": {},
     "optimizer": {
@@ -126,7 +129,7 @@ _CHOICES = {
     "optimizer.name": ("sgd",),
     "schedule.name": ("step", "cosine"),
     "train.amp": ("off", "bf16", "fp16"),
-    "dataset": ("cifar100", "imagenet", "fashion_mnist", "digits"),
+    "dataset": ("cifar100", "imagenet", "fashion_mnist", "digits", "imagefolder"),
 }
 
 
@@ -303,6 +306,18 @@ def _check_value(key: str, leaf: str, value: Any) -> Any:
     if key in _CHOICES:
         if value not in _CHOICES[key]:
             raise RecipeError(f"recipe key {key!r} must be one of {', '.join(map(repr, _CHOICES[key]))}; got {value!r}")
+    if key == "data.image_size":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RecipeError(f"recipe key {key!r} must be an integer >= 1; got {value!r}")
+        return value
+    if key in ("data.mean", "data.std"):
+        value = [_number(v) for v in value] if isinstance(value, list) else value
+        if not isinstance(value, list) or len(value) != 3 or \
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+            raise RecipeError(f"recipe key {key!r} must be a list of 3 numbers (R, G, B); got {value!r}")
+        if key == "data.std" and min(value) <= 0:
+            raise RecipeError(f"recipe key {key!r} must hold 3 positive numbers; got {value!r}")
+        return [float(v) for v in value]
     if leaf in ("milestones",):
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise RecipeError(f"recipe key {key!r} must be a list of integers; got {value!r}")
@@ -372,7 +387,11 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         section, leaf = key.split(".")
         _check_value(key, leaf, out[section][leaf])
     if out["dataset"] is None:
-        raise RecipeError("recipe key 'dataset' is required (cifar100, imagenet, fashion_mnist or digits)")
+        raise RecipeError("recipe key 'dataset' is required (cifar100, imagenet, fashion_mnist, digits or imagefolder)")
+    for key in ("image_size", "mean", "std"):
+        if out["data"][key] is not None and out["dataset"] != "imagefolder":
+            raise RecipeError(f"recipe key 'data.{key}' applies to dataset 'imagefolder' only (the size and "
+                              f"normalization of {out['dataset']!r} are fixed); remove it")
     if not out["student"]["arch"]:
         raise RecipeError("recipe key 'student.arch' is required")
     if name != "ce" and not out["teacher"]["arch"]:

@@ -140,7 +140,7 @@ def create_model(name: str, *, dataset: str, num_classes: int | None = None) -> 
         TypeError: ``num_classes`` is not an integer.
     """
     if dataset == IMAGEFOLDER:
-        builders = IMAGENET_BUILDERS  # adaptive pooling: any image size
+        builders = IMAGENET_BUILDERS  # the ResNets pool adaptively (any image size); MobileNetV1 needs 224
     else:
         builders = _BUILDERS[_check_dataset("create_model", dataset)]
     if not isinstance(name, str):
