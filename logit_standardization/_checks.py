@@ -40,7 +40,12 @@ def kind_name(kind: str) -> str:
     return _KIND_NAMES.get(kind, repr(kind))
 
 
-def check_logits(fn: str, name: str, shape: Sequence[int], kind: str, *, ndim: int | None = 2) -> None:
+#: ``check_logits(..., ndim=TOKENS)``: logits of shape ``(..., classes)`` with at least 2 dimensions
+#: (``(batch, classes)``, ``(batch, tokens, classes)``, ...), every leading dimension non-empty.
+TOKENS = "tokens"
+
+
+def check_logits(fn: str, name: str, shape: Sequence[int], kind: str, *, ndim: int | str | None = 2) -> None:
     """Logits are a floating-point array with at least two classes on the last axis.
 
     Args:
@@ -48,19 +53,23 @@ def check_logits(fn: str, name: str, shape: Sequence[int], kind: str, *, ndim: i
         name: argument name.
         shape: the array's shape.
         kind: the dtype kind letter (``"f"`` for floating point).
-        ndim: required number of dimensions, or ``None`` for "at least 1".
+        ndim: required number of dimensions, ``None`` for "at least 1", or :data:`TOKENS`
+            for "at least 2, ``(..., classes)``" (token-level logits).
     """
     if kind != "f":
         fail(fn, name, "a floating-point array", f"dtype kind {kind_name(kind)}", TypeError)
     shape = tuple(int(s) for s in shape)
-    if ndim is not None and len(shape) != ndim:
+    if ndim == TOKENS:
+        if len(shape) < 2:
+            fail(fn, name, "an array of shape (..., classes) with at least 2 dimensions", f"shape {shape}")
+    elif ndim is not None and len(shape) != ndim:
         want = "a 2-D array of shape (batch, classes)" if ndim == 2 else f"a {ndim}-D array"
         fail(fn, name, want, f"shape {shape}")
     if len(shape) == 0:
         fail(fn, name, "an array with a class axis", "a 0-D scalar")
     if shape[-1] < 2:
         fail(fn, name, "an array with at least 2 classes on the last axis", f"shape {shape}")
-    if len(shape) >= 2 and shape[0] < 1:
+    if len(shape) >= 2 and shape[0] < 1 or ndim == TOKENS and 0 in shape[:-1]:
         fail(fn, name, "a non-empty batch", f"shape {shape}")
 
 
@@ -94,23 +103,35 @@ def check_labels(
     name: str,
     shape: Sequence[int],
     kind: str,
-    batch: int,
+    batch: int | Sequence[int],
     num_classes: int,
     lo: int | None,
     hi: int | None,
 ) -> None:
-    """Class labels: integer vector of length ``batch`` with values in ``[0, num_classes)``.
+    """Class labels: integer array of the logits' leading shape with values in ``[0, num_classes)``.
 
+    ``batch``: the batch size (labels ``(batch,)``) or the whole leading shape of the logits
+    (``(batch, tokens)`` for token-level logits ``(batch, tokens, classes)``).
     ``lo``/``hi`` are the smallest and largest label (``None`` to skip the range check).
     """
     if kind not in ("i", "u"):
         fail(fn, name, "an integer array of class indices", f"dtype kind {kind_name(kind)}", TypeError)
     shape = tuple(int(s) for s in shape)
-    if shape != (int(batch),):
-        fail(fn, name, f"a 1-D array of shape ({int(batch)},)", f"shape {shape}")
+    lead = (int(batch),) if isinstance(batch, int) else tuple(int(b) for b in batch)
+    if shape != lead:
+        fail(fn, name, f"a {len(lead)}-D array of shape {lead}", f"shape {shape}")
     if lo is not None and hi is not None and (lo < 0 or hi >= num_classes):
         bad = lo if lo < 0 else hi
         fail(fn, name, f"class indices in [0, {int(num_classes)})", f"label {int(bad)}")
+
+
+def check_mask(fn: str, name: str, shape: Sequence[int], kind: str, lead: Sequence[int]) -> None:
+    """A position mask: a boolean array of the logits' leading shape ``lead`` (True: the position counts)."""
+    if kind != "b":
+        fail(fn, name, "a boolean array", f"dtype kind {kind_name(kind)}", TypeError)
+    shape, lead = tuple(int(s) for s in shape), tuple(int(s) for s in lead)
+    if shape != lead:
+        fail(fn, name, f"of the leading shape of the logits {lead}", f"shape {shape}")
 
 
 def check_positive(fn: str, name: str, value: object, *, allow_zero: bool = False) -> float:

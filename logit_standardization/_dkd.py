@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _checks
 from ._kd import prepare_pair
-from ._numpy import as_labels, kl_rows, log_softmax, reduce_rows
+from ._numpy import as_labels, as_mask, kl_rows, log_softmax, reduce_rows
 
 
 def _binary_and_rest(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,11 +32,14 @@ def _binary_and_rest(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def dkd_parts(s: np.ndarray, t: np.ndarray, labels: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample ``(TCKD, NCKD)``, each already scaled by ``tau^2``, for prepared logits."""
+    """Per-position ``(TCKD, NCKD)``, each already scaled by ``tau^2``, for prepared logits
+    ``(..., C)`` and labels of the leading shape."""
+    lead, c = s.shape[:-1], s.shape[-1]
+    s, t, labels = s.reshape(-1, c), t.reshape(-1, c), labels.reshape(-1)
     bs, rest_s = _binary_and_rest(s / tau, labels)
     bt, rest_t = _binary_and_rest(t / tau, labels)
     scale = tau * tau
-    return scale * kl_rows(bt, bs), scale * kl_rows(rest_t, rest_s)
+    return (scale * kl_rows(bt, bs)).reshape(lead), (scale * kl_rows(rest_t, rest_s)).reshape(lead)
 
 
 def dkd_loss(
@@ -51,6 +54,7 @@ def dkd_loss(
     ddof: int = 1,
     eps: float = 1e-7,
     reduction: str = "mean",
+    mask: Any = None,
 ) -> np.ndarray | float:
     r"""Decoupled knowledge distillation, with logit standardization by default.
 
@@ -68,7 +72,10 @@ def dkd_loss(
 
         \mathcal{L}_{DKD} = \alpha\,\mathrm{TCKD} + \beta\,\mathrm{NCKD}
 
-    averaged over the batch for ``reduction="mean"``. The non-target distribution
+    per position (a row of ``(B, C)`` logits, or a token of ``(B, T, C)`` logits with labels
+    ``(B, T)``), averaged over the positions where ``mask`` is True (all without a mask:
+    :math:`\frac{1}{|M|}\sum_{i \in M}`, as in :func:`kd_loss`; 0.0 when no position
+    counts) for ``reduction="mean"``. The non-target distribution
     excludes the target class exactly (the published code subtracts 1000 from it,
     which agrees to about 1e-9 while the scaled logits stay far below 300 in
     magnitude). "Others" is the sum of the other probabilities, computed in the log
@@ -78,17 +85,20 @@ def dkd_loss(
     the warm-up factor :math:`\min(\text{epoch}/\text{warmup}, 1)`.
 
     Args:
-        student_logits: ``(B, C)`` floating-point array.
-        teacher_logits: ``(B, C)`` floating-point array.
-        labels: ``(B,)`` integer class indices in ``[0, C)``.
+        student_logits: ``(..., C)`` floating-point array with at least 2 dimensions
+            (``(B, C)``, or token-level ``(B, T, C)``).
+        teacher_logits: floating-point array of the same shape.
+        labels: integer class indices in ``[0, C)`` of the leading shape (``(B,)``, ``(B, T)``).
         alpha: weight of TCKD.
         beta: weight of NCKD.
         temperature: base temperature :math:`\tau > 0`.
         standardize, ddof, eps: see :func:`kd_loss`.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-position losses, 0 where masked out).
+        mask: ``None`` or a boolean array of the leading shape; see :func:`kd_loss`. Labels
+            at masked-out positions must still be valid class indices.
 
     Returns:
-        A float, or a ``(B,)`` array for ``reduction="none"``.
+        A float, or an array of the leading shape for ``reduction="none"``.
 
     Example:
         >>> import numpy as np
@@ -102,10 +112,12 @@ def dkd_loss(
     """
     fn = "dkd_loss"
     h = _checks.check_hyper(fn, alpha=alpha, beta=beta, temperature=temperature, reduction=reduction)
-    s, t = prepare_pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof, eps=eps)
-    y = as_labels(fn, "labels", labels, s.shape[0], s.shape[1])
+    s, t = prepare_pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof, eps=eps,
+                        ndim=_checks.TOKENS)
+    y = as_labels(fn, "labels", labels, s.shape[:-1], s.shape[-1])
+    m = as_mask(fn, "mask", mask, s.shape[:-1])
     tckd, nckd = dkd_parts(s, t, y, h["temperature"])
-    return reduce_rows(h["alpha"] * tckd + h["beta"] * nckd, h["reduction"])
+    return reduce_rows(h["alpha"] * tckd + h["beta"] * nckd, h["reduction"], m)
 
 
 def dkd_warmup(epoch: float, *, warmup_epochs: int = 20) -> float:

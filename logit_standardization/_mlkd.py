@@ -91,8 +91,12 @@ def mlkd_terms(
     added. Where the masks are all ones and the two views coincide, the corrected
     ``kd`` equals the reference ``kd``.
 
+    MLKD stays 2-D: the class and batch correlation terms are statistics of a batch of
+    samples, without a token-level meaning, so token-level ``(B, T, C)`` logits and position
+    masks (which :func:`kd_loss` and :func:`dkd_loss` accept) are refused here.
+
     Args:
-        student_weak, student_strong, teacher_weak, teacher_strong: ``(B, C)`` logits.
+        student_weak, student_strong, teacher_weak, teacher_strong: ``(B, C)`` logits (2-D only).
         temperatures: the temperatures :math:`\mathcal T` (the published code uses
             ``(T0, 3, 5, 2, 6)`` with ``T0`` the base temperature, 2 under LS).
         kd_weight: :math:`w`, multiplied into every term.

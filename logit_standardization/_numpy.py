@@ -9,7 +9,7 @@ import numpy as np
 from . import _checks
 
 
-def as_logits(fn: str, name: str, x: object, *, ndim: int | None = 2, check_finite: bool = True) -> np.ndarray:
+def as_logits(fn: str, name: str, x: object, *, ndim: int | str | None = 2, check_finite: bool = True) -> np.ndarray:
     """Validate ``x`` as logits and return it as a float64 array."""
     arr = np.asarray(x)
     _checks.check_logits(fn, name, arr.shape, arr.dtype.kind, ndim=ndim)
@@ -19,10 +19,11 @@ def as_logits(fn: str, name: str, x: object, *, ndim: int | None = 2, check_fini
     return arr
 
 
-def as_labels(fn: str, name: str, labels: object, batch: int, num_classes: int) -> np.ndarray:
-    """Validate integer class labels of length ``batch`` in ``[0, num_classes)``."""
+def as_labels(fn: str, name: str, labels: object, batch: int | tuple, num_classes: int) -> np.ndarray:
+    """Validate integer class labels of shape ``(batch,)`` (or the leading shape ``batch``) in ``[0, num_classes)``."""
     arr = np.asarray(labels)
-    size_ok = arr.ndim == 1 and arr.size > 0
+    lead = (batch,) if isinstance(batch, int) else tuple(batch)
+    size_ok = arr.shape == lead and arr.size > 0
     lo = int(arr.min()) if size_ok and arr.dtype.kind in "iu" else None
     hi = int(arr.max()) if size_ok and arr.dtype.kind in "iu" else None
     _checks.check_labels(fn, name, arr.shape, arr.dtype.kind, batch, num_classes, lo, hi)
@@ -56,10 +57,25 @@ def kl_rows(log_p: np.ndarray, log_q: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.sum(terms, axis=axis)
 
 
-def reduce_rows(values: np.ndarray, reduction: str) -> np.ndarray | float:
-    """Apply a checked ``reduction`` to per-sample values."""
+def as_mask(fn: str, name: str, mask: object, lead: tuple) -> np.ndarray | None:
+    """Validate an optional position mask (boolean, of the logits' leading shape ``lead``)."""
+    if mask is None:
+        return None
+    arr = np.asarray(mask)
+    _checks.check_mask(fn, name, arr.shape, arr.dtype.kind, lead)
+    return arr
+
+
+def reduce_rows(values: np.ndarray, reduction: str, mask: np.ndarray | None = None) -> np.ndarray | float:
+    """Apply a checked ``reduction`` to per-position values (any shape), over the positions
+    where ``mask`` is True (all without a mask): ``"none"`` sets the others to 0, ``"mean"`` is 0.0
+    when no position counts."""
+    if mask is not None:
+        values = np.where(mask, values, 0.0)
     if reduction == "none":
         return values
     if reduction == "sum":
         return float(np.sum(values))
-    return float(np.mean(values))
+    if mask is None:
+        return float(np.mean(values))
+    return float(np.sum(values) / max(int(np.count_nonzero(mask)), 1))

@@ -107,9 +107,11 @@ def standardized(loss_fn: Callable[..., Any], *, ddof: int = 1, eps: float = 1e-
     r"""Put logit standardization in front of any logit-based loss (the paper's plug-in pre-process).
 
     Returns a function with the same signature as ``loss_fn`` whose first two
-    positional arguments (student and teacher logits, shape ``(batch, classes)``)
-    are replaced by their :func:`zscore` (each with its own statistics) before
-    ``loss_fn`` sees them. Temperature scaling stays the job of ``loss_fn``.
+    positional arguments (student and teacher logits, shape ``(batch, classes)`` or
+    token-level ``(..., classes)``, standardized along the last axis) are replaced by their
+    :func:`zscore` (each with its own statistics) before ``loss_fn`` sees them; every other
+    argument (labels, a ``mask=`` keyword) reaches ``loss_fn`` unchanged. Temperature
+    scaling stays the job of ``loss_fn``.
 
     Args:
         loss_fn: ``loss_fn(student_logits, teacher_logits, *args, **kwargs)``.

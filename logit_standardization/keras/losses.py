@@ -12,6 +12,13 @@ with the distillation term computed by the functional forms of
 :mod:`logit_standardization.keras.ops`; then ``sample_weight``, masks and the ``reduction``
 apply with Keras's meaning (``"sum"``: the sum over the batch; ``"sum_over_batch_size"``: that
 sum over the batch size), computed in the loss ``dtype`` on every backend. The classes are registered Keras serializables (``logit_standardization>KDLoss``, ...).
+
+Token-level logits and masks: the functions :func:`~logit_standardization.keras.kd_loss` and
+:func:`~logit_standardization.keras.dkd_loss` take ``(..., C)`` logits and a ``mask`` keyword.
+Keras's ``Loss`` call has no room for a mask argument, so the classes keep Keras's own masking:
+flatten the positions into rows (``(B * T, C)``) and pass the position mask, flattened, as
+``sample_weight``; ``reduction="mean_with_sample_weight"`` then averages over the unmasked
+positions, the same value as the functions' ``mask``.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def _widen(x: Any, dtype: str) -> Any:
     return widen(x)
 
 
-def _as_logits(fn: str, name: str, x: Any, *, ndim: int | None = 2, like: Any = None) -> Any:
+def _as_logits(fn: str, name: str, x: Any, *, ndim: int | str | None = 2, like: Any = None) -> Any:
     """Validate ``x`` as logits (core checks, same order) and return it in its compute dtype."""
     x = _tensor(x)
     if not _is_tensor(x):  # not numeric: the core's message about the dtype kind
@@ -200,22 +200,36 @@ def _same_shape(fn: str, name: str, x: Any, ref_name: str, ref: Any) -> None:
     _checks.check_same_shape(fn, name, _fill(a, b), ref_name, _fill(b, a))
 
 
-def _as_labels(fn: str, name: str, labels: Any, batch: int | None, num_classes: int) -> Any:
-    """Validate integer class labels ``(B,)`` in ``[0, C)``; return them as int32."""
+def _as_labels(fn: str, name: str, labels: Any, batch: Any, num_classes: int) -> Any:
+    """Validate integer class labels ``(B,)`` (or of the leading shape ``batch``, a tuple whose
+    unknown dimensions are ``None``) in ``[0, C)``; return them as int32."""
     y = _tensor(labels)
     kind = _kind(_dtype(y)) if _is_tensor(y) else y.dtype.kind
     shape = _shape(y)
+    lead = (batch,) if batch is None or isinstance(batch, int) else tuple(batch)
     lo = hi = None
-    if _concrete(y) and len(shape) == 1 and shape[0] and kind in "iu":
+    if _concrete(y) and len(shape) == len(lead) and all(shape) and kind in "iu":
         v = _value(y)
         lo, hi = int(v.min()), int(v.max())
-    batch = batch if batch is not None else (shape[0] if len(shape) == 1 and shape[0] is not None else 1)
-    _checks.check_labels(fn, name, _fill(shape, (batch,)), kind, batch, num_classes, lo, hi)
+    lead = _fill(lead, shape)
+    _checks.check_labels(fn, name, _fill(shape, lead), kind, lead, num_classes, lo, hi)
     if _tf_graph(y):
         c = int(num_classes)
         y = _assert(y, ops.logical_and(ops.min(y) >= 0, ops.max(y) < c),
                     _message(fn, name, f"class indices in [0, {c})", f"a label outside [0, {c})"))
     return ops.cast(y, "int32")
+
+
+def _as_mask(fn: str, mask: Any, lead: tuple) -> Any:
+    """The core's ``as_mask``: ``None``, or a boolean tensor of the logits' leading shape."""
+    if mask is None:
+        return None
+    m = _tensor(mask)
+    kind = _kind(_dtype(m)) if _is_tensor(m) else m.dtype.kind
+    shape = _shape(m)
+    lead = _fill(lead, shape)
+    _checks.check_mask(fn, "mask", _fill(shape, lead), kind, lead)
+    return m
 
 
 # ----------------------------------------------------------------------------- kernels (checked inputs)
@@ -325,10 +339,19 @@ def _ce_rows(logits: Any, labels: Any) -> Any:
     return -ops.sum(onehot * ops.log_softmax(logits, axis=-1), axis=-1)
 
 
-def _reduce(rows: Any, reduction: str) -> Any:
+def _reduce(rows: Any, reduction: str, mask: Any = None) -> Any:
+    """The core's ``reduce_rows``: over the positions where ``mask`` is True (all without one),
+    masked-out positions 0, ``"mean"`` of no position 0."""
+    if mask is not None:
+        rows = ops.where(mask, rows, ops.zeros_like(rows))
     if reduction == "none":
         return rows
-    return ops.sum(rows) if reduction == "sum" else _mean(rows)
+    if reduction == "sum":
+        return ops.sum(rows)
+    if mask is None:
+        return _mean(rows)
+    count = ops.sum(ops.cast(mask, rows.dtype))
+    return ops.sum(rows) / ops.maximum(count, ops.ones_like(count))
 
 
 def _grad_reverse(x: Any, lam: Any) -> Any:
@@ -356,10 +379,11 @@ def _ctkd_temperature(raw: Any, *, t_start: float, t_end: float) -> Any:
     return t_start + t_end * ops.sigmoid(raw)
 
 
-def _pair(fn: str, student_logits: Any, teacher_logits: Any, *, standardize: Any, ddof: Any, eps: Any):
+def _pair(fn: str, student_logits: Any, teacher_logits: Any, *, standardize: Any, ddof: Any, eps: Any,
+          ndim: int | str = 2):
     """Core ``prepare_pair`` checks in the same order; returns ``(s, t, {standardize, ddof, eps})`` unstandardized."""
-    s = _as_logits(fn, "student_logits", student_logits)
-    t = _as_logits(fn, "teacher_logits", teacher_logits, like=_shape(s))
+    s = _as_logits(fn, "student_logits", student_logits, ndim=ndim)
+    t = _as_logits(fn, "teacher_logits", teacher_logits, ndim=ndim, like=_shape(s))
     _same_shape(fn, "teacher_logits", t, "student_logits", s)
     h = _checks.check_hyper(fn, standardize=standardize, eps=eps)
     h["ddof"] = _checks.check_ddof(fn, ddof, s.shape[-1])
@@ -457,28 +481,35 @@ def kd_loss(
     ddof: int = 1,
     eps: float = 1e-7,
     reduction: str = "mean",
+    mask: Any = None,
 ) -> Any:
     r"""KD loss with logit standardization by default (Keras).
 
     .. math::
 
-        \mathcal{L}_{KD} = \tau^2\,\frac{1}{B}\sum_i \mathrm{KL}\big(
+        \mathcal{L}_{KD} = \tau^2\,\frac{1}{|M|}\sum_{i \in M} \mathrm{KL}\big(
             \mathrm{softmax}(\tilde t_i/\tau)\,\|\,\mathrm{softmax}(\tilde s_i/\tau)\big)
 
-    See :func:`logit_standardization.kd_loss`. Gradients flow into both inputs;
+    over the positions :math:`M` where ``mask`` is True (every row, or every token of
+    ``(B, T, C)`` logits, without a mask; 0 when no position counts). See
+    :func:`logit_standardization.kd_loss`. Gradients flow into both inputs;
     wrap the teacher logits in ``keras.ops.stop_gradient`` when the teacher is live.
 
     Args:
-        student_logits: ``(B, C)`` floating-point tensor.
-        teacher_logits: ``(B, C)`` floating-point tensor.
+        student_logits: ``(..., C)`` floating-point tensor with at least 2 dimensions
+            (``(B, C)``, or token-level ``(B, T, C)``).
+        teacher_logits: floating-point tensor of the same shape.
         temperature: base temperature :math:`\tau > 0`.
         standardize: apply the Z-score pre-process to both inputs.
         ddof: deviation convention of :func:`zscore`.
         eps: constant added to the deviation.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (the ``(B,)`` per-sample losses).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (the per-position losses of the
+            leading shape, 0 where masked out).
+        mask: ``None`` or a boolean tensor of the leading shape (``(B, T)``: False at padding
+            and prompt tokens).
 
     Returns:
-        A scalar tensor, or ``(B,)`` for ``reduction="none"``.
+        A scalar tensor, or the leading shape for ``reduction="none"``.
 
     Example:
         >>> import numpy as np
@@ -491,9 +522,11 @@ def kd_loss(
     """
     fn = "kd_loss"
     h = _checks.check_hyper(fn, temperature=temperature, reduction=reduction)
-    s, t, p = _pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof, eps=eps)
+    s, t, p = _pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof, eps=eps,
+                    ndim=_checks.TOKENS)
+    m = _as_mask(fn, mask, _shape(s)[:-1])
     rows = _kd(s, t, temperature=h["temperature"], standardize=p["standardize"], ddof=p["ddof"], eps=p["eps"])
-    return _reduce(rows, h["reduction"])
+    return _reduce(rows, h["reduction"], m)
 
 
 def dkd_loss(
@@ -508,6 +541,7 @@ def dkd_loss(
     ddof: int = 1,
     eps: float = 1e-7,
     reduction: str = "mean",
+    mask: Any = None,
 ) -> Any:
     r"""Decoupled KD (:math:`\alpha\,\mathrm{TCKD} + \beta\,\mathrm{NCKD}`) with logit standardization (Keras).
 
@@ -517,9 +551,9 @@ def dkd_loss(
     :class:`~logit_standardization.keras.DKDLoss`).
 
     Args:
-        student_logits: ``(B, C)`` floating-point tensor.
-        teacher_logits: ``(B, C)`` floating-point tensor.
-        labels: ``(B,)`` integer class indices in ``[0, C)``.
+        student_logits: ``(..., C)`` floating-point tensor (``(B, C)`` or ``(B, T, C)``).
+        teacher_logits: floating-point tensor of the same shape.
+        labels: integer class indices in ``[0, C)`` of the leading shape (``(B,)``, ``(B, T)``).
         alpha: weight of TCKD.
         beta: weight of NCKD.
         temperature: base temperature :math:`\tau > 0`.
@@ -527,9 +561,10 @@ def dkd_loss(
         ddof: deviation convention of :func:`zscore`.
         eps: constant added to the deviation.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        mask: ``None`` or a boolean tensor of the leading shape; see :func:`kd_loss`.
 
     Returns:
-        A scalar tensor, or ``(B,)`` for ``reduction="none"``.
+        A scalar tensor, or the leading shape for ``reduction="none"``.
 
     Example:
         >>> import numpy as np
@@ -540,10 +575,12 @@ def dkd_loss(
     """
     fn = "dkd_loss"
     h = _checks.check_hyper(fn, alpha=alpha, beta=beta, temperature=temperature, reduction=reduction)
-    s, t, p = _pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof, eps=eps)
-    y = _as_labels(fn, "labels", labels, _shape(s)[0], s.shape[-1])
+    s, t, p = _pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof, eps=eps,
+                    ndim=_checks.TOKENS)
+    y = _as_labels(fn, "labels", labels, _shape(s)[:-1], s.shape[-1])
+    m = _as_mask(fn, mask, _shape(s)[:-1])
     rows = _dkd(s, t, y, alpha=h["alpha"], beta=h["beta"], temperature=h["temperature"], **p)
-    return _reduce(rows, h["reduction"])
+    return _reduce(rows, h["reduction"], m)
 
 
 def _confidence_masks(tw: Any) -> tuple[Any, Any]:

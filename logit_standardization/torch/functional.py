@@ -98,7 +98,7 @@ def _tensor(x: Any) -> tuple[torch.Tensor | None, tuple[int, ...], str]:
     return t, tuple(t.shape), _kind(t.dtype)
 
 
-def _logits(fn: str, name: str, x: Any, *, ndim: int | None = 2, check_finite: bool = True) -> torch.Tensor:
+def _logits(fn: str, name: str, x: Any, *, ndim: int | str | None = 2, check_finite: bool = True) -> torch.Tensor:
     """Validate logits with the core's checks (same order, same messages); no cast."""
     t, shape, kind = _tensor(x)
     _checks.check_logits(fn, name, shape, kind, ndim=ndim)
@@ -107,19 +107,22 @@ def _logits(fn: str, name: str, x: Any, *, ndim: int | None = 2, check_finite: b
     return t
 
 
-def _labels(fn: str, labels: Any, batch: int, num_classes: int, device: torch.device) -> torch.Tensor:
+def _labels(fn: str, labels: Any, batch: int | tuple, num_classes: int, device: torch.device) -> torch.Tensor:
+    """Class labels of shape ``(batch,)``, or of the leading shape ``batch`` (a tuple)."""
     y, shape, kind = _tensor(labels)
     lo = hi = None
-    if y is not None and y.ndim == 1 and y.numel() > 0 and kind in ("i", "u"):
+    lead = (batch,) if isinstance(batch, int) else tuple(batch)
+    if y is not None and shape == lead and y.numel() > 0 and kind in ("i", "u"):
         lo, hi = (int(v) for v in torch.stack(torch.aminmax(y)).tolist())
     _checks.check_labels(fn, "labels", shape, kind, batch, num_classes, lo, hi)
     return y.to(device=device, dtype=torch.int64)
 
 
-def _pair(fn: str, s: Any, t: Any, *, standardize: Any, ddof: Any, eps: Any, check_finite: bool):
+def _pair(fn: str, s: Any, t: Any, *, standardize: Any, ddof: Any, eps: Any, check_finite: bool,
+          ndim: int | str = 2):
     """The core's ``prepare_pair`` checks. Returns ``(s, t, standardize, ddof, eps)``."""
-    s = _logits(fn, "student_logits", s, check_finite=check_finite)
-    t = _logits(fn, "teacher_logits", t, check_finite=check_finite)
+    s = _logits(fn, "student_logits", s, ndim=ndim, check_finite=check_finite)
+    t = _logits(fn, "teacher_logits", t, ndim=ndim, check_finite=check_finite)
     _checks.check_same_shape(fn, "teacher_logits", tuple(t.shape), "student_logits", tuple(s.shape))
     h = _checks.check_hyper(fn, standardize=standardize, eps=eps)
     ddof = _checks.check_ddof(fn, ddof, s.shape[-1])
@@ -141,10 +144,27 @@ def _all_finite(x: torch.Tensor) -> bool:
     return math.isfinite(lo) and math.isfinite(hi)
 
 
-def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
+def _mask(fn: str, mask: Any, lead: tuple, device: torch.device) -> torch.Tensor | None:
+    """The core's ``as_mask``: ``None`` or a boolean tensor of the leading shape (on ``device``)."""
+    if mask is None:
+        return None
+    m, shape, kind = _tensor(mask)
+    _checks.check_mask(fn, "mask", shape, kind, lead)
+    return m.to(device=device)
+
+
+def _reduce(rows: torch.Tensor, reduction: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The core's ``reduce_rows``: over the positions where ``mask`` is True (all without one);
+    masked-out positions are 0 (value and gradient), ``"mean"`` of no position is 0. No sync."""
+    if mask is not None:
+        rows = torch.where(mask, rows, rows.new_zeros(()))
     if reduction == "none":
         return rows
-    return rows.sum() if reduction == "sum" else rows.mean()
+    if reduction == "sum":
+        return rows.sum()
+    if mask is None:
+        return rows.mean()
+    return rows.sum() / mask.sum().clamp_min(1).to(rows.dtype)
 
 
 # ----------------------------------------------------------------------------- plain translation of the core
@@ -213,7 +233,7 @@ def _binary_and_rest(z: torch.Tensor, labels: torch.Tensor, rest_index: torch.Te
 
 
 def _dkd_parts(s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, tau: float):
-    """The core's ``dkd_parts``: per-sample ``(TCKD, NCKD)``, each scaled by ``tau^2``."""
+    """The core's ``dkd_parts``: per-sample ``(TCKD, NCKD)`` of ``(N, C)`` logits, each scaled by ``tau^2``."""
     c = s.shape[1]
     ar = torch.arange(c - 1, device=s.device)
     rest_index = ar.unsqueeze(0) + (ar.unsqueeze(0) >= labels.unsqueeze(1)).long()
@@ -350,7 +370,8 @@ def standardized(loss_fn: Callable[..., Any], *, ddof: int = 1, eps: float = 1e-
 
 
 def _temperature(fn: str, temperature: Any, batch: int, check_finite: bool) -> float | torch.Tensor:
-    """A positive number, or a tensor of shape (), (1,), (B,) or (B, 1) (e.g. a learned temperature)."""
+    """A positive number, or a tensor of shape (), (1,), (B,) or (B, 1) (e.g. a learned temperature;
+    with token-level logits ``(B, T, C)`` a per-sample temperature applies to every token of the sample)."""
     if not isinstance(temperature, torch.Tensor):
         return _checks.check_hyper(fn, temperature=temperature)["temperature"]
     shape = tuple(temperature.shape)
@@ -374,26 +395,32 @@ def kd_loss(
     ddof: int = 1,
     eps: float = 1e-7,
     reduction: str = "mean",
+    mask: Any = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
     r"""KD loss :math:`\tau^2\,\mathrm{KL}(p_t \,\|\, q_s)`, logit-standardized by default.
 
-    See :func:`logit_standardization.kd_loss` for the math. Standardization and
-    divergence run as one fused autograd function with an analytic backward.
+    See :func:`logit_standardization.kd_loss` for the math (the mean over the positions
+    where ``mask`` is True). Standardization and divergence run as one fused autograd
+    function with an analytic backward, on the positions flattened to rows.
 
     Args:
-        student_logits: ``(B, C)`` floating-point tensor.
-        teacher_logits: ``(B, C)`` floating-point tensor (usually computed under ``no_grad``;
+        student_logits: ``(..., C)`` floating-point tensor with at least 2 dimensions:
+            ``(B, C)``, or token-level ``(B, T, C)`` (a language model's logits).
+        teacher_logits: tensor of the same shape (usually computed under ``no_grad``;
             if it requires grad it gets its gradient too).
         temperature: base temperature :math:`\tau > 0`; also a tensor of shape ``()``,
             ``(1,)``, ``(B,)`` or ``(B, 1)`` (per-sample), which receives a gradient
             when it requires one (CTKD).
         standardize, ddof, eps: see :func:`zscore`.
-        reduction: ``"mean"`` (``batchmean``), ``"sum"`` or ``"none"`` (``(B,)``).
+        reduction: ``"mean"`` (over the counted positions; ``batchmean`` for ``(B, C)``),
+            ``"sum"`` or ``"none"`` (per-position losses of the leading shape, 0 where masked out).
+        mask: ``None`` or a boolean tensor of the leading shape (``(B, T)``: False at padding
+            and prompt tokens); a mask with no True entry gives 0 for ``"mean"``, not NaN.
         check_finite: reject NaN/Inf logits (and non-positive tensor temperatures).
 
     Returns:
-        0-d tensor (``(B,)`` for ``"none"``) in the compute dtype.
+        0-d tensor (the leading shape for ``"none"``) in the compute dtype.
 
     Example:
         >>> import torch
@@ -409,11 +436,17 @@ def kd_loss(
     tensor_tau = isinstance(temperature, torch.Tensor)
     h = _checks.check_hyper(fn, reduction=reduction, **({} if tensor_tau else {"temperature": temperature}))
     s, t, standardize, ddof, eps = _pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof,
-                                         eps=eps, check_finite=check)
+                                         eps=eps, check_finite=check, ndim=_checks.TOKENS)
+    lead = tuple(s.shape[:-1])
+    m = _mask(fn, mask, lead, s.device)
     tau = _temperature(fn, temperature, s.shape[0], check)
     dtype = _compute_dtype(s.dtype, t.dtype, *((tau.dtype,) if tensor_tau else ()))
     with _full_precision(s.device):
         s, t = _upcast(s, dtype), _upcast(t, dtype)
+        if len(lead) > 1:  # token-level: the positions as rows (a per-sample temperature for each of them)
+            s, t = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1])
+            if tensor_tau and tau.numel() > 1:
+                tau = tau.reshape((-1,) + (1,) * (len(lead) - 1)).expand(lead).reshape(-1)
         if _FUSED:
             if tensor_tau:
                 tau = tau.to(device=s.device, dtype=dtype).reshape(1, -1, 1)
@@ -424,7 +457,7 @@ def kd_loss(
             if standardize:
                 s, t = _zscore_plain(s, ddof, eps), _zscore_plain(t, ddof, eps)
             rows = _kd_rows_plain(s, t, tau)
-        return _reduce(rows, h["reduction"])
+        return _reduce(rows.reshape(lead), h["reduction"], m)
 
 
 def dkd_loss(
@@ -439,6 +472,7 @@ def dkd_loss(
     ddof: int = 1,
     eps: float = 1e-7,
     reduction: str = "mean",
+    mask: Any = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
     r"""Decoupled KD :math:`\alpha\,\mathrm{TCKD} + \beta\,\mathrm{NCKD}`, logit-standardized by default.
@@ -448,14 +482,16 @@ def dkd_loss(
     applied by :class:`~logit_standardization.torch.DKDLoss`.
 
     Args:
-        student_logits, teacher_logits: ``(B, C)`` floating-point tensors.
-        labels: ``(B,)`` integer class indices in ``[0, C)`` (always range-checked).
+        student_logits, teacher_logits: ``(..., C)`` floating-point tensors (``(B, C)`` or
+            token-level ``(B, T, C)``).
+        labels: integer class indices in ``[0, C)`` of the leading shape (``(B,)``, ``(B, T)``;
+            always range-checked, masked-out positions included).
         alpha, beta: weights of TCKD and NCKD (>= 0).
         temperature: base temperature :math:`\tau > 0`.
-        standardize, ddof, eps, reduction, check_finite: see :func:`kd_loss`.
+        standardize, ddof, eps, reduction, mask, check_finite: see :func:`kd_loss`.
 
     Returns:
-        0-d tensor (``(B,)`` for ``"none"``) in the compute dtype.
+        0-d tensor (the leading shape for ``"none"``) in the compute dtype.
 
     Example:
         >>> import torch
@@ -469,15 +505,18 @@ def dkd_loss(
     check = _checks.check_hyper(fn, check_finite=check_finite)["check_finite"]
     h = _checks.check_hyper(fn, alpha=alpha, beta=beta, temperature=temperature, reduction=reduction)
     s, t, standardize, ddof, eps = _pair(fn, student_logits, teacher_logits, standardize=standardize, ddof=ddof,
-                                         eps=eps, check_finite=check)
-    y = _labels(fn, labels, s.shape[0], s.shape[1], s.device)
+                                         eps=eps, check_finite=check, ndim=_checks.TOKENS)
+    lead = tuple(s.shape[:-1])
+    y = _labels(fn, labels, lead, s.shape[-1], s.device)
+    m = _mask(fn, mask, lead, s.device)
     dtype = _compute_dtype(s.dtype, t.dtype)
     with _full_precision(s.device):
         s, t = _upcast(s, dtype), _upcast(t, dtype)
+        s, t, y = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), y.reshape(-1)
         if standardize:
             s, t = _zscore_rows(s, ddof, eps), _zscore_rows(t, ddof, eps)
         tckd, nckd = _dkd_parts(s, t, y, h["temperature"])
-        return _reduce(h["alpha"] * tckd + h["beta"] * nckd, h["reduction"])
+        return _reduce((h["alpha"] * tckd + h["beta"] * nckd).reshape(lead), h["reduction"], m)
 
 
 def confidence_masks(teacher_weak: Any) -> tuple[torch.Tensor, torch.Tensor]:

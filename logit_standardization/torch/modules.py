@@ -49,12 +49,28 @@ class _DistillLoss(nn.Module):
         with full_precision(s.device):
             return nnf.cross_entropy(upcast(s, compute_dtype(s.dtype)), y, reduction=reduction)
 
-    def _ce_term(self, student_logits: Any, labels: Any, reduction: str) -> torch.Tensor | None:
-        """``ce_weight * CE`` (``None`` when ``ce_weight`` is 0)."""
+    def _token_cross_entropy(self, student_logits: Any, labels: Any, reduction: str, mask: Any) -> torch.Tensor:
+        """Cross-entropy of ``(..., C)`` logits on labels of the leading shape, reduced over the
+        positions where ``mask`` is True (as the functional losses reduce)."""
+        fn = type(self).__name__
+        s = F._logits(fn, "student_logits", student_logits, ndim=_checks.TOKENS, check_finite=False)
+        lead = tuple(s.shape[:-1])
+        y = F._labels(fn, labels, lead, s.shape[-1], s.device)
+        m = F._mask(fn, mask, lead, s.device)
+        with full_precision(s.device):
+            rows = nnf.cross_entropy(upcast(s, compute_dtype(s.dtype)).reshape(-1, s.shape[-1]), y.reshape(-1),
+                                     reduction="none")
+            return F._reduce(rows.reshape(lead), reduction, m)
+
+    def _ce_term(self, student_logits: Any, labels: Any, reduction: str, mask: Any = None) -> torch.Tensor | None:
+        """``ce_weight * CE`` (``None`` when ``ce_weight`` is 0); token-level logits or a mask:
+        per position, reduced over the counted positions."""
         if self.ce_weight == 0:
             return None
         self._require_labels(labels, "needed when ce_weight > 0")
-        return self.ce_weight * self._cross_entropy(student_logits, labels, reduction)
+        if mask is None and getattr(student_logits, "ndim", 2) == 2:
+            return self.ce_weight * self._cross_entropy(student_logits, labels, reduction)
+        return self.ce_weight * self._token_cross_entropy(student_logits, labels, reduction, mask)
 
     def _total(self, ce: torch.Tensor | None, **terms: torch.Tensor) -> torch.Tensor:
         """Sum of the weighted terms; keeps them, detached, in :attr:`last_terms`."""
@@ -70,9 +86,12 @@ class _DistillLoss(nn.Module):
 class KDLoss(_DistillLoss):
     """:func:`~logit_standardization.torch.kd_loss` as a module, with the class weights.
 
-    ``forward(student_logits, teacher_logits, labels=None)`` returns
+    ``forward(student_logits, teacher_logits, labels=None, *, mask=None)`` returns
     ``ce_weight * CE(student_logits, labels) + kd_weight * kd_loss(student_logits, teacher_logits)``
     (labels are needed only when ``ce_weight > 0``). :attr:`last_terms`: ``"ce"``, ``"kd"``.
+    Token-level logits ``(B, T, C)`` (labels ``(B, T)``) and a boolean ``mask`` of the leading
+    shape are accepted as by :func:`~logit_standardization.torch.kd_loss`: both terms are
+    reduced over the positions where the mask is True.
 
     Example:
         >>> import torch
@@ -95,12 +114,13 @@ class KDLoss(_DistillLoss):
                       kd_weight=kd_weight, ce_weight=ce_weight, reduction=reduction, check_finite=check_finite)
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
+                labels: torch.Tensor | None = None, *, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.ce_weight > 0:
             self._require_labels(labels, "needed when ce_weight > 0")
         kd = F.kd_loss(student_logits, teacher_logits, temperature=self.temperature, standardize=self.standardize,
-                       ddof=self.ddof, eps=self.eps, reduction=self.reduction, check_finite=self.check_finite)
-        ce = self._ce_term(student_logits, labels, self.reduction)
+                       ddof=self.ddof, eps=self.eps, reduction=self.reduction, mask=mask,
+                       check_finite=self.check_finite)
+        ce = self._ce_term(student_logits, labels, self.reduction, mask)
         return self._total(ce, kd=self.kd_weight * kd)
 
     def extra_repr(self) -> str:
@@ -112,14 +132,16 @@ class KDLoss(_DistillLoss):
 class DKDLoss(_DistillLoss):
     r""":func:`~logit_standardization.torch.dkd_loss` with DKD's linear warm-up and the class weights.
 
-    ``forward(student_logits, teacher_logits, labels, *, epoch=None)`` (labels required: without
+    ``forward(student_logits, teacher_logits, labels, *, epoch=None, mask=None)`` (labels required: without
     them the library's ``ValueError`` naming ``labels``) returns
     ``ce_weight * CE + kd_weight * dkd_warmup(epoch, warmup_epochs) * dkd_loss(...)``: with
     ``epoch`` given the loss is multiplied by :math:`\min(e / \text{warmup\_epochs}, 1)`
     (1-based epochs: 0.05, 0.10, ... up to 1 at epoch 20 with the CIFAR default; see
     :func:`~logit_standardization.dkd_warmup`); without it no factor is applied. A negative
     epoch is refused. The published LS settings are ``alpha=9, beta=72, temperature=2``
-    (the KD weight multiplied in). :attr:`last_terms`: ``"ce"``, ``"kd"``.
+    (the KD weight multiplied in). :attr:`last_terms`: ``"ce"``, ``"kd"``. Token-level logits
+    ``(B, T, C)`` with labels ``(B, T)`` and a boolean ``mask`` ``(B, T)`` work as in
+    :func:`~logit_standardization.torch.dkd_loss` (both terms over the unmasked positions).
 
     Example:
         >>> import torch
@@ -148,13 +170,14 @@ class DKDLoss(_DistillLoss):
         return F.dkd_warmup(e, warmup_epochs=self.warmup_epochs)
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                labels: torch.Tensor | None = None, *, epoch: float | None = None) -> torch.Tensor:
+                labels: torch.Tensor | None = None, *, epoch: float | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         self._require_labels(labels, "DKD separates the target class")
         factor = self.warmup_factor(epoch)
         dkd = F.dkd_loss(student_logits, teacher_logits, labels, alpha=self.alpha, beta=self.beta,
                          temperature=self.temperature, standardize=self.standardize, ddof=self.ddof, eps=self.eps,
-                         reduction=self.reduction, check_finite=self.check_finite)
-        ce = self._ce_term(student_logits, labels, self.reduction)
+                         reduction=self.reduction, mask=mask, check_finite=self.check_finite)
+        ce = self._ce_term(student_logits, labels, self.reduction, mask)
         return self._total(ce, kd=(self.kd_weight * factor) * dkd)
 
     def extra_repr(self) -> str:

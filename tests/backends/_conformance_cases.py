@@ -243,8 +243,56 @@ _KD_HYPERS = [
 ]
 
 
-def kd_cases() -> list[Case]:
+# Token-level logits (..., C) and position masks of kd_loss and dkd_loss: (leading shape, mask kind,
+# kwargs). Mask kinds: None (no mask), "some" (random, the first position kept), "none-kept" (all False).
+_TOKEN_GRID = [
+    ((2, 3), None, {}),
+    ((2, 3), "some", {}),
+    ((2, 3), "none-kept", {}),
+    ((2, 3), "some", {"reduction": "none"}),
+    ((2, 3), None, {"reduction": "none"}),
+    ((2, 3), "some", {"reduction": "sum", "standardize": False}),
+    ((2, 2, 2), "some", {"temperature": 4.0}),
+    ((5,), "some", {}),
+]
+
+
+def _token_mask(rng: np.random.Generator, lead: tuple, kind: str | None) -> I | None:
+    if kind is None:
+        return None
+    if kind == "none-kept":
+        return I(np.zeros(lead, dtype=bool), "bool")
+    m = rng.random(lead) < 0.5
+    m.flat[0] = True
+    return I(m, "bool")
+
+
+def token_cases(name: str) -> list[Case]:
+    """kd_loss / dkd_loss on token-level logits with and without a mask (``mask`` a keyword)."""
     out = []
+    c = 7
+    for dtype in ("float16", "float32", "float64"):
+        for lead, mask_kind, kw in _TOKEN_GRID:
+            if dtype == "float16" and (kw or mask_kind != "some"):
+                continue
+            cid = _ids(name, "tokens", dtype, "x".join(map(str, lead + (c,))), f"mask={mask_kind}", _kw_id(kw))
+            rng = np.random.default_rng(_seed(cid))
+            s, t = make_logits(rng, lead + (c,), dtype, "normal"), make_logits(rng, lead + (c,), dtype, "normal")
+            extra = (I(rng.integers(0, c, size=lead)),) if name == "dkd_loss" else ()
+            mask = _token_mask(rng, lead, mask_kind)
+            kwargs = dict(kw, **({} if mask is None else {"mask": mask}))
+            std = kw.get("standardize", True)
+            tau = kw.get("temperature", 2.0)
+            weight = 9.0 if name == "dkd_loss" else 1.0
+            x_max = float(max(np.abs(s).max(), np.abs(t).max()))
+            out.append(Case(cid, name, "value", (F(s, dtype, True), F(t, dtype, True)) + extra, kwargs, dtype,
+                            grad=True, scale=weight * loss_scale(tau, c, std, x_max),
+                            kappa=max(condition(s), condition(t)) if std else 1.0))
+    return out
+
+
+def kd_cases() -> list[Case]:
+    out = token_cases("kd_loss")
     for dtype, c, mag, kw in _pair_grid("kd_loss", _KD_HYPERS):
         cid = _ids("kd_loss", dtype, f"C{c}", mag, _kw_id(kw))
         rng = np.random.default_rng(_seed(cid))
@@ -268,7 +316,7 @@ _DKD_HYPERS = [
 
 
 def dkd_cases() -> list[Case]:
-    out = []
+    out = token_cases("dkd_loss")
     for dtype, c, mag, kw in _pair_grid("dkd_loss", _DKD_HYPERS):
         cid = _ids("dkd_loss", dtype, f"C{c}", mag, _kw_id(kw))
         rng = np.random.default_rng(_seed(cid))
@@ -440,9 +488,9 @@ def _bad_logits(rng, fn: str, arg: str, shape=(4, 5), batch_first=True) -> list[
         ("inf", _with_value(x, (-1, -1), -INF)),
         ("one-class", _logit_arg(rng, shape[:-1] + (1,))),
     ]
-    if batch_first:
-        bad += [("1d", _logit_arg(rng, shape[-1:])), ("3d", _logit_arg(rng, (2,) + shape)),
-                ("empty-batch", F(np.zeros((0, shape[-1])), "float32"))]
+    if batch_first:  # (..., C) logits: (B, C) and token-level (B, T, C) are valid
+        bad += [("1d", _logit_arg(rng, shape[-1:])), ("empty-batch", F(np.zeros((0, shape[-1])), "float32")),
+                ("empty-tokens", F(np.zeros((2, 0, shape[-1])), "float32"))]
     return bad
 
 
@@ -496,6 +544,22 @@ def invalid_cases() -> dict[str, list[Case]]:
                           ("int32-out-of-range", I([0, 1, 2, 7], "int32"))):
         out["dkd_loss"].append(_error_case("dkd_loss", f"labels={label}", (s, t, labels), {}))
 
+    # token-level logits: masks and labels of the leading shape
+    s3, t3 = _logit_arg(rng, (2, 3, 5)), _logit_arg(rng, (2, 3, 5))
+    y3 = I(rng.integers(0, 5, size=(2, 3)))
+    bad_masks = (("mask-shape", I(np.ones((2, 4), bool), "bool")), ("mask-flat", I(np.ones(6, bool), "bool")),
+                 ("mask-int", I(np.ones((2, 3), "int64"))), ("mask-float", F(np.ones((2, 3)), "float32")),
+                 ("mask-batch-only", I(np.ones(2, bool), "bool")))
+    for name, extra in (("kd_loss", ()), ("dkd_loss", (y3,))):
+        for label, mask in bad_masks:
+            out[name].append(_error_case(name, f"tokens-{label}", (s3, t3) + extra, {"mask": mask}))
+        out[name].append(_error_case(name, "rows-mask-shape", (s, t) + ((y,) if extra else ()),
+                                     {"mask": I(np.ones(5, bool), "bool")}))
+        out[name].append(_error_case(name, "tokens-teacher-shape", (s3, _logit_arg(rng, (2, 4, 5))) + extra, {}))
+    for label, labels in (("batch-only", I([0, 1])), ("flat", I(np.arange(6) % 5)), ("3d", I(np.zeros((2, 3, 1), int))),
+                          ("out-of-range", I([[0, 1, 2], [3, 4, 5]])), ("float", F(np.zeros((2, 3)), "float32"))):
+        out["dkd_loss"].append(_error_case("dkd_loss", f"tokens-labels={label}", (s3, t3, labels), {}))
+
     # mlkd_loss and mlkd_terms
     views = tuple(_logit_arg(rng, (6, 5)) for _ in range(4))
     arg_names = ("student_weak", "student_strong", "teacher_weak", "teacher_strong")
@@ -507,6 +571,9 @@ def invalid_cases() -> dict[str, list[Case]]:
             args = views[:i] + (_logit_arg(rng, (6, 4)),) + views[i + 1:]
             out[name].append(_error_case(name, f"{arg}-shape", args, {}))
         out[name].append(_error_case(name, "ddof=C", views, {"ddof": 5}))
+        # MLKD's batch-level terms have no token-level meaning: (B, T, C) logits are refused
+        tokens = tuple(_logit_arg(rng, (2, 6, 5)) for _ in range(4))
+        out[name].append(_error_case(name, "tokens", tokens, {}))
         hyper(name, views, ["temperatures", "kd_weight", "standardize", "variant", "ddof", "eps"])
 
     # ctkd_temperature
@@ -629,13 +696,16 @@ def _pair_identity(s: Any, t: Any) -> tuple:
     return (s, t)
 
 
-def _call(ns: Any, case: Case, args: tuple) -> Any:
-    """Call the public name of ``case`` in namespace ``ns`` (the core or a face)."""
+def _call(ns: Any, case: Case, args: tuple, convert: Callable[[Any], Any] | None = None) -> Any:
+    """Call the public name of ``case`` in namespace ``ns`` (the core or a face); array keywords
+    (``mask``) go through ``convert`` (the face's tensor maker; the core's arrays by default)."""
     if case.name == "DEFAULT_TEMPERATURES":
         return getattr(ns, "DEFAULT_TEMPERATURES")
     if case.name == "standardized":
         return ns.standardized(_pair_identity, **case.kwargs)(*args)
-    return getattr(ns, case.name)(*args, **case.kwargs)
+    convert = convert or _core_arg
+    kwargs = {k: convert(v) if isinstance(v, (F, I)) else v for k, v in case.kwargs.items()}
+    return getattr(ns, case.name)(*args, **kwargs)
 
 
 def _flatten(out: Any) -> list:
@@ -768,7 +838,7 @@ class Face:
     def run_value(self, case: Case, weights: list | None) -> dict:
         ns = self.namespace()
         args = tuple(self.tensor(a) for a in case.args)
-        out = _call(ns, case, args)
+        out = _call(ns, case, args, self.tensor)
         if case.name == "DEFAULT_TEMPERATURES":
             return {"values": [np.asarray(out, dtype=np.float64)], "grads": None, "repr": repr(out)}
         outs = _flatten(out)
@@ -837,7 +907,7 @@ class TorchFace(Face):
         if case.kind == "error" or not case.grad or case.name == "DEFAULT_TEMPERATURES":
             return super().run_value(case, weights)
         args = [self.tensor(a, requires_grad=isinstance(a, F) and a.grad) for a in case.args]
-        outs = _flatten(_call(self.namespace(), case, tuple(args)))
+        outs = _flatten(_call(self.namespace(), case, tuple(args), self.tensor))
         inputs = [x for x, a in zip(args, case.args) if isinstance(a, F) and a.grad]
         if weights is None:
             weights = _weights(case, [tuple(o.shape) for o in outs])
@@ -906,7 +976,7 @@ class KerasFace(Face):
         with tf.GradientTape() as tape:
             for x in inputs:
                 tape.watch(x)
-            outs = _flatten(_call(self.namespace(), case, tuple(args)))
+            outs = _flatten(_call(self.namespace(), case, tuple(args), self.tensor))
             if weights is None:
                 weights = _weights(case, [tuple(o.shape) for o in outs])
             total = sum(ops.sum(ops.cast(o, "float64") * w) for o, w in zip(outs, weights))

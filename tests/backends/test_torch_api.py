@@ -65,8 +65,9 @@ def test_module_signatures():
 
     P, K = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
     E = inspect.Parameter.empty
-    assert params(lt.KDLoss.forward) == [("teacher_logits", P, E), ("labels", P, None)]
-    assert params(lt.DKDLoss.forward) == [("teacher_logits", P, E), ("labels", P, None), ("epoch", K, None)]
+    assert params(lt.KDLoss.forward) == [("teacher_logits", P, E), ("labels", P, None), ("mask", K, None)]
+    assert params(lt.DKDLoss.forward) == [("teacher_logits", P, E), ("labels", P, None), ("epoch", K, None),
+                                          ("mask", K, None)]
     assert params(lt.CTKDLoss.forward) == [("teacher_logits", P, E), ("labels", P, None), ("epoch", K, None),
                                            ("grl_lambda", K, None)]
     assert list(inspect.signature(lt.MLKDLoss.forward).parameters)[1:] == [

@@ -19,7 +19,11 @@ FOUR = [np.random.default_rng(0).normal(size=(4, 10)) for _ in range(4)]
     [
         (lambda: ls.kd_loss(S, T[:, :9]), ValueError, r"kd_loss: argument 'teacher_logits' must be of the same shape as 'student_logits' \(4, 10\); got \(4, 9\)"),
         (lambda: ls.kd_loss(S[:, :1], T[:, :1]), ValueError, r"kd_loss: argument 'student_logits' must be an array with at least 2 classes on the last axis; got shape \(4, 1\)"),
-        (lambda: ls.kd_loss(S[0], T[0]), ValueError, r"kd_loss: argument 'student_logits' must be a 2-D array of shape \(batch, classes\); got shape \(10,\)"),
+        (lambda: ls.kd_loss(S[0], T[0]), ValueError, r"kd_loss: argument 'student_logits' must be an array of shape \(\.\.\., classes\) with at least 2 dimensions; got shape \(10,\)"),
+        (lambda: ls.mlkd_loss(*(x[None] for x in FOUR)), ValueError, r"mlkd_loss: argument 'student_logits' must be a 2-D array of shape \(batch, classes\); got shape \(1, "),
+        (lambda: ls.kd_loss(S, T, mask=np.ones(3, bool)), ValueError, r"kd_loss: argument 'mask' must be of the leading shape of the logits \(4,\); got shape \(3,\)"),
+        (lambda: ls.kd_loss(S, T, mask=np.ones(4)), TypeError, r"kd_loss: argument 'mask' must be a boolean array; got dtype kind floating point"),
+        (lambda: ls.dkd_loss(S[None], T[None], Y), ValueError, r"dkd_loss: argument 'labels' must be a 2-D array of shape \(1, 4\); got shape \(4,\)"),
         (lambda: ls.zscore(S[:, :2], ddof=2), ValueError, r"zscore: argument 'ddof' must be an int in \[0, 2\)"),
         (lambda: ls.kd_loss(S[:, :3], T[:, :3], ddof=3), ValueError, r"kd_loss: argument 'ddof' must be an int in \[0, 3\)"),
         (lambda: ls.kd_loss(np.where(S > 3, np.nan, S), T), ValueError, r"kd_loss: argument 'student_logits' must be finite \(no NaN or Inf\); got non-finite values"),
