@@ -872,6 +872,9 @@ def build_datasets(
         test = imagenet_folder(path, "val", test_tf)
         classes = list(train.classes)  # type: ignore[attr-defined]
     elif dataset == IMAGEFOLDER:
+        if download:
+            raise DatasetNotFoundError("build_datasets: dataset 'imagefolder' is your own folder of images; there is "
+                                       "nothing to download (drop --download / data.download)")
         train = image_folder(path, "train", train_tf)
         test = image_folder(path, "val", test_tf)
         _check_same_classes(path, train, test)  # type: ignore[arg-type]  # image_folder refused None

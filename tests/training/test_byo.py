@@ -197,6 +197,11 @@ def test_missing_data_root(recipe, tmp_path, capsys):
     assert "needs the folder of your images" in one_error_line(capsys)
 
 
+def test_download_is_refused(folder, recipe, tmp_path, capsys):
+    assert run(recipe, folder, tmp_path / "run", "--download") == 2
+    assert "nothing to download" in one_error_line(capsys)
+
+
 def test_empty_class_folder(tmp_path, recipe, capsys):
     root = write_image_folder(tmp_path / "data")
     (root / "train" / "empty").mkdir()
