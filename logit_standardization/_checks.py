@@ -250,6 +250,9 @@ HYPERPARAMETERS = {
     "num_classes": _int_at_least(2),
     "hidden_features": _int_at_least(1),
     "epoch": check_epoch,
+    "ignore_index": lambda fn, name, value: check_int(fn, name, value),
+    "vocab_size": _int_at_least(2),
+    "chunk_size": _int_at_least(1),
 }
 
 

@@ -14,6 +14,10 @@ Modules (:mod:`logit_standardization.torch.modules`): :class:`KDLoss`, :class:`D
 :class:`MLKDLoss`, :class:`CTKDLoss` (each ``ce_weight * CE + kd_weight * distillation``),
 :class:`GradientReversal`, :class:`CTKDLambdaSchedule`.
 
+Large vocabularies (:mod:`logit_standardization.torch.fused_linear`):
+:func:`fused_linear_kd_loss` and :class:`FusedLinearKDLoss`, CE + KD of a language-model head
+``h @ W.T + b`` computed over chunks of tokens, without materialising the logits.
+
 Layout: ``functional`` translates the core operation by operation (differentiable by
 autograd); ``_fused`` holds the fused autograd Functions with analytic backward passes that
 the functions use where they apply (tested against the plain translation); ``modules`` holds
@@ -39,9 +43,10 @@ synchronisation); labels are always range-checked.
 
 from __future__ import annotations
 
-from . import functional, modules
+from . import functional, fused_linear, modules
 from .functional import *  # noqa: F401,F403  (the names of functional.__all__)
+from .fused_linear import *  # noqa: F401,F403  (the names of fused_linear.__all__)
 from .modules import *  # noqa: F401,F403  (the names of modules.__all__)
 
 # one list per submodule: a new public name is added to its module's __all__ only
-__all__ = [*functional.__all__, *modules.__all__]
+__all__ = [*functional.__all__, *modules.__all__, *fused_linear.__all__]

@@ -25,14 +25,17 @@ def test_the_module_named_torch_imports_the_real_torch():
 
 
 def test_package_layout():
-    """Functions in ``functional``, classes in ``modules``, the package re-exports both."""
-    from logit_standardization.torch import functional, modules
+    """Functions in ``functional``, classes in ``modules``, the large-vocabulary losses in
+    ``fused_linear``; the package re-exports all three."""
+    from logit_standardization.torch import functional, fused_linear, modules
 
     for name in functional.__all__:
         assert getattr(lt, name) is getattr(functional, name)
     for name in modules.__all__:
         assert getattr(lt, name) is getattr(modules, name)
-    assert set(lt.__all__) == set(functional.__all__) | set(modules.__all__)
+    for name in fused_linear.__all__:
+        assert getattr(lt, name) is getattr(fused_linear, name)
+    assert set(lt.__all__) == set(functional.__all__) | set(modules.__all__) | set(fused_linear.__all__)
     assert lt.KDLoss.__module__ == "logit_standardization.torch.modules"
     assert lt.kd_loss.__module__ == "logit_standardization.torch.functional"
     # the schedules of an epoch number are the core's own functions, re-exported
