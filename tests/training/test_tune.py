@@ -102,6 +102,8 @@ def test_val_fraction_replaces_the_test_set_by_part_of_the_training_set():
     assert held.split["val_size"] == len(val_ids) and held.split["train_size"] == len(fit_ids)
     x, _ = held.test[0]
     assert x.shape == full.test[0][0].shape  # evaluation transform on the held-out part
+    two = build_datasets("digits", mlkd_views=True, val_fraction=0.25, val_seed=1)  # MLKD: two views to train on
+    assert len(two.train[0]) == 3 and len(two.test[0]) == 2 and len(two.test) == len(val_ids)
     assert load_recipe(RECIPE)["data"]["val_fraction"] is None
     with pytest.raises(RecipeError, match="val_fraction"):
         load_recipe(RECIPE, ["data.val_fraction=1.5"])
