@@ -152,3 +152,44 @@ def test_teacher_is_frozen_in_eval_mode_and_the_hyperparameters_are_checked(tmp_
         DistillationTrainer(model=student, args=training_args(tmp_path), teacher_model=teacher, standardize=1)
     with pytest.raises(TypeError, match="DistillationTrainer: argument 'teacher_model'"):
         DistillationTrainer(model=student, args=training_args(tmp_path), teacher_model=None)
+
+
+def test_evaluate_reports_the_distillation_loss(tmp_path):
+    torch.manual_seed(0)
+    student, teacher = gpt2(1, 16), gpt2(1, 24)
+    dataset = TokenBatches(4)
+    trainer = DistillationTrainer(model=student, args=training_args(tmp_path, per_device_eval_batch_size=4),
+                                  eval_dataset=dataset, data_collator=collate, teacher_model=teacher,
+                                  temperature=TEMPERATURE, ce_weight=CE_WEIGHT, kd_weight=KD_WEIGHT)
+    metrics = trainer.evaluate()
+    with torch.no_grad():
+        ref = materialised(student, teacher, collate([dataset[i] for i in range(4)])).item()
+    assert metrics["eval_loss"] == pytest.approx(ref, rel=1e-5)
+
+
+def test_without_transformers_the_import_names_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['transformers'] = None\n"
+            "try:\n    import logit_standardization.transformers\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "logit-standardization[llm]" in out.stdout, out.stdout + out.stderr
+
+
+def test_gradient_accumulation_gives_the_update_of_the_whole_batch(tmp_path):
+    torch.manual_seed(0)
+    student, teacher = gpt2(1, 16), gpt2(1, 24)
+    dataset = TokenBatches(4)  # equal kept-token counts: the mean of micro-batch means is the batch mean
+    results = []
+    for batch, accumulate in ((2, 2), (4, 1)):
+        model = copy.deepcopy(student)
+        trainer = make_trainer(tmp_path / f"b{batch}", model, teacher, dataset, max_steps=1,
+                               per_device_train_batch_size=batch, gradient_accumulation_steps=accumulate,
+                               optim="sgd", max_grad_norm=0.0)  # an update proportional to the gradient
+        trainer.train()
+        results.append(model)
+    for a, b in zip(*(m.parameters() for m in results)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), results[0].parameters()))
