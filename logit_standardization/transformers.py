@@ -84,7 +84,9 @@ class DistillationTrainer(transformers.Trainer):
     The student's final hidden states are taken from its base model (``model.base_model``:
     ``transformer`` for GPT-2, ``model`` for Llama-style models) while the model itself is
     called with ``logits_to_keep=1`` where its forward accepts it, so that distributed
-    wrappers see an ordinary forward and only one position's logits are formed. The head is
+    wrappers see an ordinary forward and only one position's logits are formed (a model
+    without that argument: its base model is called directly, or, inside a wrapper, the
+    wrapped model with all its logits). The head is
     ``model.get_output_embeddings()`` (weight and bias). Models whose logits are not a plain
     linear head of the base model's output (final logit soft-capping, logit scaling) are not
     covered.
@@ -164,12 +166,13 @@ class DistillationTrainer(transformers.Trainer):
         kwargs = _model_inputs(inputs)
         params = inspect.signature(unwrapped.forward).parameters
         keep = next((name for name in _KEEP_ARGS if name in params), None)
-        if keep is None:  # the model would form all logits: run its base model only
+        if keep is None and model is unwrapped:  # the model would form all logits: run its base model only
             return _first(body(**kwargs))
+        # through the wrapper (a distributed wrapper needs its own forward), all logits if it must
         captured: list[torch.Tensor] = []
         handle = body.register_forward_hook(lambda _m, _i, out: captured.append(_first(out)))
         try:
-            model(**kwargs, **{keep: 1})
+            model(**kwargs, **({} if keep is None else {keep: 1}))
         finally:
             handle.remove()
         return captured[-1]

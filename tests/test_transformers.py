@@ -193,3 +193,38 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_batch(tmp_path):
     for a, b in zip(*(m.parameters() for m in results)):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), results[0].parameters()))
+
+
+class PlainForwardGPT2(GPT2LMHeadModel):
+    """A causal LM whose forward cannot keep only the last logits (as in older transformers)."""
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None):
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
+def test_a_model_without_logits_to_keep_runs_its_base_model(tmp_path):
+    torch.manual_seed(0)
+    student = PlainForwardGPT2(gpt2(1, 16).config)
+    teacher = gpt2(2, 24)
+    trainer = make_trainer(tmp_path, student, teacher)
+    batch = collate([TokenBatches(2)[i] for i in range(2)])
+    loss = trainer.compute_loss(student, batch)
+    with torch.no_grad():
+        ref = materialised(student, teacher, batch)
+    assert torch.allclose(loss, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_wrapped_model_runs_through_its_wrapper(tmp_path):
+    torch.manual_seed(0)
+    for student in (gpt2(1, 16), PlainForwardGPT2(gpt2(1, 16).config)):
+        teacher = gpt2(2, 24)
+        trainer = make_trainer(tmp_path, student, teacher)
+        wrapper = torch.nn.DataParallel(student)  # on CPU: calls the module; has .module like DDP
+        calls = []
+        handle = wrapper.register_forward_pre_hook(lambda *_: calls.append(1))
+        batch = collate([TokenBatches(2)[i] for i in range(2)])
+        loss = trainer.compute_loss(wrapper, batch)
+        handle.remove()
+        with torch.no_grad():
+            ref = materialised(student, teacher, batch)
+        assert calls and torch.allclose(loss, ref, rtol=1e-5, atol=1e-6)
