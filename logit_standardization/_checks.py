@@ -253,6 +253,8 @@ HYPERPARAMETERS = {
     "ignore_index": lambda fn, name, value: check_int(fn, name, value),
     "vocab_size": _int_at_least(2),
     "chunk_size": _int_at_least(1),
+    "k": _int_at_least(1),
+    "rest": _choice(("uniform", "renormalize")),
 }
 
 

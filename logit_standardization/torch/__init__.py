@@ -18,6 +18,10 @@ Large vocabularies (:mod:`logit_standardization.torch.fused_linear`):
 :func:`fused_linear_kd_loss` and :class:`FusedLinearKDLoss`, CE + KD of a language-model head
 ``h @ W.T + b`` computed over chunks of tokens, without materialising the logits.
 
+Offline teacher logits (:mod:`logit_standardization.torch.topk`): :func:`compress_teacher_logits`
+(top-k logits and indices plus the full vocabulary's mean and deviation, a :class:`TopKTeacher`)
+and :func:`topk_kd_loss`, the KD + LS loss against such a teacher.
+
 Layout: ``functional`` translates the core operation by operation (differentiable by
 autograd); ``_fused`` holds the fused autograd Functions with analytic backward passes that
 the functions use where they apply (tested against the plain translation); ``modules`` holds
@@ -43,10 +47,11 @@ synchronisation); labels are always range-checked.
 
 from __future__ import annotations
 
-from . import functional, fused_linear, modules
+from . import functional, fused_linear, modules, topk
 from .functional import *  # noqa: F401,F403  (the names of functional.__all__)
 from .fused_linear import *  # noqa: F401,F403  (the names of fused_linear.__all__)
 from .modules import *  # noqa: F401,F403  (the names of modules.__all__)
+from .topk import *  # noqa: F401,F403  (the names of topk.__all__)
 
 # one list per submodule: a new public name is added to its module's __all__ only
-__all__ = [*functional.__all__, *modules.__all__, *fused_linear.__all__]
+__all__ = [*functional.__all__, *modules.__all__, *fused_linear.__all__, *topk.__all__]

@@ -26,8 +26,8 @@ def test_the_module_named_torch_imports_the_real_torch():
 
 def test_package_layout():
     """Functions in ``functional``, classes in ``modules``, the large-vocabulary losses in
-    ``fused_linear``; the package re-exports all three."""
-    from logit_standardization.torch import functional, fused_linear, modules
+    ``fused_linear``, the top-k teacher in ``topk``; the package re-exports all of them."""
+    from logit_standardization.torch import functional, fused_linear, modules, topk
 
     for name in functional.__all__:
         assert getattr(lt, name) is getattr(functional, name)
@@ -35,7 +35,10 @@ def test_package_layout():
         assert getattr(lt, name) is getattr(modules, name)
     for name in fused_linear.__all__:
         assert getattr(lt, name) is getattr(fused_linear, name)
-    assert set(lt.__all__) == set(functional.__all__) | set(modules.__all__) | set(fused_linear.__all__)
+    for name in topk.__all__:
+        assert getattr(lt, name) is getattr(topk, name)
+    assert set(lt.__all__) == (set(functional.__all__) | set(modules.__all__) | set(fused_linear.__all__)
+                               | set(topk.__all__))
     assert lt.KDLoss.__module__ == "logit_standardization.torch.modules"
     assert lt.kd_loss.__module__ == "logit_standardization.torch.functional"
     # the schedules of an epoch number are the core's own functions, re-exported
