@@ -7,7 +7,7 @@ a corpus that ships with Python (the standard library's ``LICENSE.txt`` and the 
 from ``this.py``), then both are evaluated on held-out windows. For each ``k`` the teacher's logits are
 compressed with ``compress_teacher_logits`` and the loss and its gradient with respect to the
 student logits are compared with ``kd_loss`` on the full logits (both logit-standardized, ``tau=2``,
-mean over tokens):
+mean over tokens), and the same without standardization:
 
 * ``loss rel. err``: ``|L_k - L| / L``;
 * ``grad cosine``: cosine similarity of the flattened gradients;
@@ -74,16 +74,17 @@ def train(data: torch.Tensor, *, layers: int, width: int, steps: int, seq: int, 
     return model.eval()
 
 
-def compare(s: torch.Tensor, t: torch.Tensor, k: int, *, temperature: float = 2.0, rest: str = "uniform") -> dict:
+def compare(s: torch.Tensor, t: torch.Tensor, k: int, *, temperature: float = 2.0, rest: str = "uniform",
+            standardize: bool = True) -> dict:
     """Loss and student-logit gradient of ``topk_kd_loss`` at ``k`` against ``kd_loss`` (full logits)."""
     s_full = s.detach().clone().requires_grad_()
-    full = kd_loss(s_full, t, temperature=temperature)
+    full = kd_loss(s_full, t, temperature=temperature, standardize=standardize)
     (g_full,) = torch.autograd.grad(full, s_full)
     s_k = s.detach().clone().requires_grad_()
     teacher = compress_teacher_logits(t, k)
-    approx = topk_kd_loss(s_k, teacher, temperature=temperature, rest=rest)
+    approx = topk_kd_loss(s_k, teacher, temperature=temperature, rest=rest, standardize=standardize)
     (g_k,) = torch.autograd.grad(approx, s_k)
-    p = torch.softmax(kd_zscore(t, temperature), dim=-1)
+    p = torch.softmax(kd_zscore(t, temperature) if standardize else t / temperature, dim=-1)
     mass = p.gather(-1, teacher.indices.long()).sum(-1).mean()
     return {
         "k": k,
@@ -129,14 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus {len(raw)} bytes; teacher held-out CE {float(t_out.loss):.3f} nats/byte, student "
           f"{float(s_out.loss):.3f}; {t_logits.shape[0]} tokens, vocabulary 256; trained in "
           f"{time.perf_counter() - t0:.0f} s")
-    print("| k | top-k mass | rest | loss rel. err | grad cosine | grad rel. err |")
-    print("|---:|---:|---|---:|---:|---:|")
-    for k in (1, 5, 20, 50, 100, 256):
-        for rest in ("uniform", "renormalize"):
-            r = compare(s_logits, t_logits, k, rest=rest)
-            name = f"{k} (full)" if k == 256 else str(k)
-            print(f"| {name} | {r['mass']:.4f} | {rest} | {r['loss_rel_err']:.2e} | {r['grad_cosine']:.6f} | "
-                  f"{r['grad_rel_err']:.2e} |")
+    for standardize in (True, False):
+        full = float(kd_loss(s_logits, t_logits, temperature=2.0, standardize=standardize))
+        print(f"\nstandardize={standardize}: full kd_loss {full:.4f}")
+        print("| k | top-k mass | rest | loss rel. err | grad cosine | grad rel. err |")
+        print("|---:|---:|---|---:|---:|---:|")
+        for k in (1, 5, 20, 50, 100, 256):
+            for rest in ("uniform", "renormalize"):
+                r = compare(s_logits, t_logits, k, rest=rest, standardize=standardize)
+                name = f"{k} (full)" if k == 256 else str(k)
+                print(f"| {name} | {r['mass']:.4f} | {rest} | {r['loss_rel_err']:.2e} | {r['grad_cosine']:.6f} | "
+                      f"{r['grad_rel_err']:.2e} |")
     return 0
 
 
