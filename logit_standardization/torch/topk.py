@@ -47,7 +47,7 @@ import torch.nn.functional as nnf
 
 from .. import _checks
 from . import _fused
-from .functional import _logits, _tensor, _zscore_rows
+from .functional import _all_finite, _logits, _tensor, _zscore_rows
 
 __all__ = ["TopKTeacher", "compress_teacher_logits", "topk_kd_loss"]
 
@@ -132,6 +132,8 @@ def _teacher(fn: str, teacher: Any, lead: tuple, vocab: int) -> TopKTeacher:
         if kind != "f" or t is None:
             _checks.fail(fn, "teacher", f"a TopKTeacher with floating-point {name}",
                          f"dtype kind {_checks.kind_name(kind)}", TypeError)
+        if not _all_finite(t):
+            _checks.fail(fn, "teacher", f"a TopKTeacher with finite {name}", "NaN or Inf")
     k = shape[-1] if shape else 0
     if tuple(shape) != (*lead, k) or k < 1 or tuple(teacher.logits.shape) != tuple(shape):
         _checks.fail(fn, "teacher", f"top-k indices and logits of shape {(*lead, 'k')} (the tokens of "

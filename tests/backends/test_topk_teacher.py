@@ -197,6 +197,8 @@ def test_loss_errors():
         topk_kd_loss(s, t, temperature=0.0)
     with pytest.raises(ValueError, match=r"^topk_kd_loss: argument 'reduction' must be"):
         topk_kd_loss(s, t, reduction="avg")
+    with pytest.raises(ValueError, match=r"^topk_kd_loss: argument 'teacher' must be a TopKTeacher with finite std"):
+        topk_kd_loss(s, t._replace(std=torch.full_like(t.std, float("inf"))))
     with pytest.raises(ValueError, match=r"^topk_kd_loss: argument 'rest' must be"):
         topk_kd_loss(s, t, rest="drop")
     with pytest.raises(TypeError, match=r"^topk_kd_loss: argument 'student_logits' must be"):
