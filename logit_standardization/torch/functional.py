@@ -118,6 +118,31 @@ def _labels(fn: str, labels: Any, batch: int | tuple, num_classes: int, device: 
     return y.to(device=device, dtype=torch.int64)
 
 
+
+def _token_labels(fn: str, labels: Any, lead: tuple, vocab: int, *, ignore_index: int, ce_weight: float,
+                  device: torch.device, of: str) -> torch.Tensor | None:
+    """Token ids of the leading shape ``lead`` in ``[0, vocab)`` or ``ignore_index``, flattened to
+    int64 on ``device``; ``None`` without labels (refused when ``ce_weight > 0``). ``of`` names the
+    argument whose tokens they label."""
+    if labels is None:
+        if ce_weight > 0:
+            _checks.fail(fn, "labels", "token ids (needed when ce_weight > 0)", "None")
+        return None
+    y, shape, kind = _tensor(labels)
+    if kind not in ("i", "u") or y is None:
+        _checks.fail(fn, "labels", "an integer tensor of token ids", f"dtype kind {_checks.kind_name(kind)}", TypeError)
+    if tuple(shape) != lead:
+        _checks.fail(fn, "labels", f"of shape {lead} (the tokens of '{of}')", f"shape {tuple(shape)}")
+    y = y.reshape(-1).to(device=device, dtype=torch.int64)
+    kept = y[y != ignore_index]
+    if kept.numel():
+        lo, hi = (int(v) for v in torch.stack(torch.aminmax(kept)).tolist())
+        if lo < 0 or hi >= vocab:
+            _checks.fail(fn, "labels", f"token ids in [0, {vocab}) or ignore_index ({ignore_index})",
+                         f"label {lo if lo < 0 else hi}")
+    return y
+
+
 def _pair(fn: str, s: Any, t: Any, *, standardize: Any, ddof: Any, eps: Any, check_finite: bool,
           ndim: int | str = 2):
     """The core's ``prepare_pair`` checks. Returns ``(s, t, standardize, ddof, eps)``."""

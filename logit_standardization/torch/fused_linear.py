@@ -49,7 +49,7 @@ from torch import nn
 
 from .. import _checks
 from . import _fused
-from .functional import _kind, _tensor
+from .functional import _kind, _tensor, _token_labels
 
 __all__ = ["fused_linear_kd_loss", "FusedLinearKDLoss"]
 
@@ -291,23 +291,8 @@ def _prepare(fn, student_hidden, student_weight, teacher_hidden, teacher_weight,
     if vocab < 2:
         _checks.fail(fn, "student_weight", "a head with at least 2 vocabulary entries", f"shape {tuple(ws.shape)}")
     ddof = _checks.check_ddof(fn, h["ddof"], vocab)
-    y = None
-    if labels is not None:
-        y, shape, kind = _tensor(labels)
-        if kind not in ("i", "u") or y is None:
-            _checks.fail(fn, "labels", "an integer tensor of token ids", f"dtype kind {_checks.kind_name(kind)}",
-                         TypeError)
-        if tuple(shape) != lead:
-            _checks.fail(fn, "labels", f"of shape {lead} (the tokens of 'student_hidden')", f"shape {tuple(shape)}")
-        y = y.reshape(-1).to(device=hs.device, dtype=torch.int64)
-        kept = y[y != h["ignore_index"]]
-        if kept.numel():
-            lo, hi = (int(v) for v in torch.stack(torch.aminmax(kept)).tolist())
-            if lo < 0 or hi >= vocab:
-                _checks.fail(fn, "labels", f"token ids in [0, {vocab}) or ignore_index ({h['ignore_index']})",
-                             f"label {lo if lo < 0 else hi}")
-    elif h["ce_weight"] > 0:
-        _checks.fail(fn, "labels", "token ids (needed when ce_weight > 0)", "None")
+    y = _token_labels(fn, labels, lead, vocab, ignore_index=h["ignore_index"], ce_weight=h["ce_weight"],
+                      device=hs.device, of="student_hidden")
     n_tok = math.prod(lead)
     hs2 = hs.reshape(n_tok, hidden)
     ws_v = ws[:vocab]

@@ -47,7 +47,7 @@ import torch.nn.functional as nnf
 
 from .. import _checks
 from . import _fused
-from .functional import _all_finite, _logits, _tensor, _zscore_rows
+from .functional import _all_finite, _logits, _tensor, _token_labels, _zscore_rows
 
 __all__ = ["TopKTeacher", "compress_teacher_logits", "topk_kd_loss"]
 
@@ -222,23 +222,8 @@ def topk_kd_loss(
     ddof = _checks.check_ddof(fn, ddof, vocab)
     teacher = _teacher(fn, teacher, lead, vocab)
     tau, std_on, eps = h["temperature"], h["standardize"], h["eps"]
-    y = None
-    if labels is not None:
-        y, shape, kind = _tensor(labels)
-        if kind not in ("i", "u") or y is None:
-            _checks.fail(fn, "labels", "an integer tensor of token ids", f"dtype kind {_checks.kind_name(kind)}",
-                         TypeError)
-        if tuple(shape) != lead:
-            _checks.fail(fn, "labels", f"of shape {lead} (the tokens of 'student_logits')", f"shape {tuple(shape)}")
-        y = y.reshape(-1).to(device=s.device, dtype=torch.int64)
-        kept = y[y != h["ignore_index"]]
-        if kept.numel():
-            lo, hi = (int(v) for v in torch.stack(torch.aminmax(kept)).tolist())
-            if lo < 0 or hi >= vocab:
-                _checks.fail(fn, "labels", f"token ids in [0, {vocab}) or ignore_index ({h['ignore_index']})",
-                             f"label {lo if lo < 0 else hi}")
-    elif h["ce_weight"] > 0:
-        _checks.fail(fn, "labels", "token ids (needed when ce_weight > 0)", "None")
+    y = _token_labels(fn, labels, lead, vocab, ignore_index=h["ignore_index"], ce_weight=h["ce_weight"],
+                      device=s.device, of="student_logits")
     n_tok = math.prod(lead)
     cdt = _fused.compute_dtype(s.dtype, teacher.logits.dtype)
     dev = s.device
