@@ -168,9 +168,9 @@ def _load_torch_student(
     state, meta = loaded.state_dict, dict(loaded.meta)
     notes: list[str] = []
 
-    if dataset is not None and dataset not in models.list_datasets():
+    if dataset is not None and dataset not in (*models.list_datasets(), models.IMAGEFOLDER):
         raise UnknownArchitectureError(
-            f"unknown dataset {dataset!r}; known datasets: {', '.join(models.list_datasets())}"
+            f"unknown dataset {dataset!r}; known datasets: {', '.join(models.list_datasets())}, {models.IMAGEFOLDER}"
         )
     declared = meta.get("arch")
     if arch is not None and declared not in (None, arch):
@@ -186,7 +186,18 @@ def _load_torch_student(
     if num_classes is not None:
         num_classes = int(num_classes)
 
-    if dataset is None:
+    # a timm architecture or an image-folder student: the file says what to build and how to feed it
+    described = models.is_timm_name(arch) or dataset == models.IMAGEFOLDER
+    if described:
+        if dataset is None:
+            raise CheckpointFormatError(f"{str(path)!r} does not say which dataset {arch!r} was trained on; pass --dataset")
+        if dataset not in models.DATASET_INFO and (num_classes is None or not meta.get("input_size")
+                                                   or not meta.get("normalization")):
+            raise CheckpointFormatError(
+                f"{str(path)!r} is a {dataset} student without its class count, input size and normalization "
+                "(the student.pt or student.safetensors of an lskd-train run has them)")
+        candidates = [dataset]
+    elif dataset is None:
         candidates = [d for d in models.list_datasets() if arch in models.list_models(d)]
     else:
         candidates = [dataset] if arch in models.list_models(dataset) else []
@@ -227,7 +238,7 @@ def _load_torch_student(
     model.load_state_dict(fitted, strict=False)  # strictness checked above (num_batches_tracked may be absent)
     model.eval()
 
-    info = models.DATASET_INFO[dataset]
+    info = models.DATASET_INFO.get(dataset)  # None for imagefolder: the metadata holds all of it (checked above)
     out_features = int(num_classes if num_classes is not None else info.num_classes)
     input_size = tuple(meta.get("input_size") or info.input_size)
     normalization = meta.get("normalization") or {"mean": list(info.mean), "std": list(info.std)}

@@ -229,3 +229,19 @@ def test_train_and_val_classes_differ(tmp_path, recipe, capsys):
 def test_recipe_keys_are_checked(recipe, capsys, override, words):
     assert main([str(recipe), "--show", "--set", override]) == 2
     assert words in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("student", [STUDENT, "ResNet18"])
+def test_an_image_folder_student_exports_to_onnx(folder, tmp_path, capsys, student):
+    from logit_standardization.export.cli import main as export_main
+
+    recipe = write_recipe(tmp_path / "r.yaml", student=student, teacher=None, method="ce")
+    out = tmp_path / "run"
+    assert run(recipe, folder, out, "--set", "data.image_size=24") == 0
+    for name in ("student.pt", "student.safetensors"):
+        onnx_path = tmp_path / f"{name}.onnx"
+        code = export_main([str(out / name), "--onnx", "-o", str(onnx_path), "--provider", "cpu",
+                            "--exporter", "torchscript", "--verify-batches", "1,2"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert onnx_path.exists() and "top-1 agreement" in captured.out + captured.err
