@@ -62,8 +62,7 @@ def row_power(x: torch.Tensor) -> torch.Tensor:
     An exact power of two in ``x.dtype``: multiplying by it changes no bit of an ordinary row and
     brings the largest magnitude of any finite row into :math:`[1/2, 1)` (the core's ``rescale``).
     """
-    _, k = torch.frexp(x.detach().abs().amax(dim=-1, keepdim=True))
-    return k.clamp_min_(_min_exponent(x.dtype)).to(x.dtype).neg_().exp2_()
+    return _power_of_max(x.detach())
 
 
 class SaturatingUpcast(torch.autograd.Function):

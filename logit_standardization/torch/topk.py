@@ -155,8 +155,7 @@ def _standardized_topk(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, e
     """``(x - mean) / ((eps + std) * tau)`` on values scaled by one power of two per token (exact), so
     that nothing overflows; 0 where the denominator is 0 (a constant row with ``eps = 0``)."""
     big = torch.maximum(x.abs().amax(dim=-1, keepdim=True), torch.maximum(mean.abs(), std))
-    _, e = torch.frexp(big)
-    power = e.clamp_min_(round(math.log2(torch.finfo(x.dtype).tiny))).to(x.dtype).neg_().exp2_()
+    power = _fused.row_power(big)
     denom = (std * power + eps * power) * tau
     positive = denom > 0
     return torch.where(positive, (x * power - mean * power) / torch.where(positive, denom, 1.0), 0.0)
