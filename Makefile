@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs docs-check bench gpu-check study-fmnist clean
+.PHONY: demo test docs docs-check bench gpu-check study-fmnist study-tune clean
 
 $(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ gpu-check: $(STAMP)
 # KD, DKD, MLKD, CTKD with and without LS on Fashion-MNIST, 3 seeds (Debian package dataset-fashion-mnist)
 study-fmnist: $(STAMP)
 	$(PY) benchmarks/fashion_mnist.py
+
+# KD vs KD+LS and DKD vs DKD+LS on Fashion-MNIST, each re-tuned with lskd-tune (same trials), 3 final seeds
+study-tune: $(STAMP)
+	$(PY) benchmarks/tune_fashion_mnist.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info docs/_build

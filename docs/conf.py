@@ -186,7 +186,7 @@ lskd_figures_dir = "_build/figures"  # relative to this folder; drawn at builder
 # Guide pages that are part of the site once they exist (listed in the index's toctree where
 # it says %optional-guides%). The index and the benchmarks page are re-read on every build so
 # that a new page shows up.
-OPTIONAL_GUIDES = ["fashion_mnist", "demo"]
+OPTIONAL_GUIDES = ["fashion_mnist", "tune_fashion_mnist", "lm_study", "demo"]
 
 
 # Measured results kept on optional pages, linked from the Benchmarks page when they exist.
@@ -195,6 +195,15 @@ OPTIONAL_BENCHMARKS = {
         "The accuracy of every method with and without logit standardization on Fashion-MNIST, "
         "trained on this project's CPU-scale pairs, is on the [Fashion-MNIST study](fashion_mnist.md) "
         "page with the command that reproduces it."
+    ),
+    "tune_fashion_mnist": (
+        "KD and DKD against KD+LS and DKD+LS when every arm is re-tuned for Fashion-MNIST with `lskd-tune` "
+        "(same trials, best settings retrained with three seeds, tested once) are on the "
+        "[tuned comparison](tune_fashion_mnist.md) page."
+    ),
+    "lm_study": (
+        "A small language-model distillation (GPT-style teacher and student on the King James Bible, "
+        "student alone against KD and KD+LS, three seeds) is on the [language-model study](lm_study.md) page."
     ),
 }
 
