@@ -9,7 +9,9 @@ arm gets the same search:
 2. for each arm of :data:`ARMS` (the shipped recipes ``fashion_mnist/kd``, ``kd_ls``, ``dkd``,
    ``dkd_ls``; an arm with LS differs from its base by ``method.standardize`` alone once its
    loss settings are tuned), ``lskd-tune`` with the method's default search space, the same
-   number of trials (``--trials``, default 8) and the same TPE sampler seed for every arm; each
+   number of trials (``--trials``, default 10) and the same TPE sampler seed for every arm (TPE's
+   first 10 trials are its seeded random start-up, so up to 10 trials the two arms of a pair
+   evaluate the same candidate settings: a paired random search); each
    trial trains the recipe's budget (3 epochs) on the recipe's 20000-image training subset with
    a stratified, seeded 20 % of it held out, and is scored on that validation split's top-1 at
    its last epoch (the test set is not used by any trial);
@@ -139,10 +141,26 @@ def tuned_values_table(arms: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def same_candidates(arms: dict[str, dict[str, Any]], a: str, b: str) -> bool | None:
+    """Whether two arms' trials evaluated the same settings in the same order (None: unknown)."""
+    ca, cb = (arms.get(a) or {}).get("candidates"), (arms.get(b) or {}).get("candidates")
+    if ca is None or cb is None:
+        return None
+    return ca == cb
+
+
 def findings(arms: dict[str, dict[str, Any]]) -> list[str]:
     """Plain statements the numbers support, whatever they show."""
     finals = {k: v.get("final") or {} for k, v in arms.items()}
     out = []
+    for ls, base in PAIRS:
+        same = same_candidates(arms, ls, base)
+        if same is not None:
+            n = len(arms[ls]["candidates"])
+            out.append(f"{ARMS[ls]} and {ARMS[base]} " + (
+                f"evaluated the same {n} candidate settings, trial by trial." if same else
+                "did not evaluate identical candidate settings (TPE's model-based proposals after its random "
+                "start-up depend on each arm's own results)."))
     for ls, base in PAIRS:
         d = paired_differences(finals, ls, base)
         if not d:
@@ -191,11 +209,12 @@ def _load_arm(out: Path, key: str) -> dict[str, Any]:
         best = {"number": b.number, "value": b.value, "params": b.params}
     except ValueError:
         best = None
+    candidates = [t.params for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
     final = {}
     if (out / "final.json").is_file():
         report = json.loads((out / "final.json").read_text(encoding="utf-8"))
         final = {int(s): float(v) for s, v in zip(report["seeds"], report["test_top1"]["values"])}
-    return {"counts": counts, "best": best, "final": final}
+    return {"counts": counts, "best": best, "final": final, "candidates": candidates}
 
 
 def run_arm(key: str, args: argparse.Namespace, teacher: Path, print_lock: threading.Lock) -> dict[str, Any]:
@@ -300,9 +319,9 @@ def render_page(*, arms: dict[str, dict[str, Any]], command: str, settings: dict
         f"- Student: `cnn_fm_small`; every run trains {settings['epochs']} epochs (the recipes' cosine schedule, "
         f"SGD 0.05) on the recipes' fixed {settings['train_subset']}-image subset of the training images.",
         f"- Search: `lskd-tune fashion_mnist/<arm>`, {settings['trials']} trials per arm, TPE sampler with seed "
-        f"{settings['sampler_seed']} in every arm (Optuna's TPE draws its first 10 trials at random, so with "
-        f"{settings['trials']} trials the arms of a pair evaluate candidate settings drawn by the same random "
-        "stream), median pruner after 3 trials. Each trial is scored on the top-1 at its last epoch on a "
+        f"{settings['sampler_seed']} in every arm (Optuna's TPE draws its first 10 trials from its seeded random "
+        "start-up, so up to 10 trials the two arms of a pair evaluate the same candidate settings), median "
+        "pruner after 3 trials. Each trial is scored on the top-1 at its last epoch on a "
         f"stratified {settings['val_fraction']:.0%} of the training subset held out with seed 0; it trains on "
         "the rest. No trial sees the test set.",
         "- Search space (the default of `lskd-tune` for the method, identical for the arm with and without LS): "
@@ -360,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="directory of the IDX files (default: the Debian package's)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM",
                    help=f"arms to run (default all: {' '.join(ARMS)})")
-    p.add_argument("--trials", type=int, default=8, help="trials per arm (default 8)")
+    p.add_argument("--trials", type=int, default=10, help="trials per arm (default 10)")
     p.add_argument("--sampler-seed", type=int, default=0, help="TPE seed of every arm (default 0)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="final-run seeds (default 0 1 2)")
     p.add_argument("--epochs", type=int, default=3, help="epochs of every trial and final run (default 3)")

@@ -56,6 +56,12 @@ def test_findings_state_the_numbers_either_way(study):
                                "lower in 1, equal in 1; within noise")
     assert lines[-1] == "Test top-1 ranking (mean over seeds): KD+LS 83.43, KD 83.00, DKD 81.67, DKD+LS 81.50."
     assert "| KD+LS | 3 | 2.5 | 4 |" in study.tuned_values_table(fake_arms())
+    arms = fake_arms()
+    arms["kd"]["candidates"] = [{"method.temperature": 2.0}, {"method.temperature": 3.0}]
+    arms["kd_ls"]["candidates"] = [{"method.temperature": 2.0}, {"method.temperature": 3.5}]
+    assert study.findings(arms)[0].startswith("KD+LS and KD did not evaluate identical candidate settings")
+    arms["kd_ls"]["candidates"] = arms["kd"]["candidates"]
+    assert study.findings(arms)[0] == "KD+LS and KD evaluated the same 2 candidate settings, trial by trial."
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -104,6 +110,7 @@ def test_tiny_tuned_comparison_end_to_end(study, tmp_path, capsys):
     assert first[0]["method.temperature"] == first[1]["method.temperature"]
     page = doc.read_text()
     assert "| KD+LS | " in page and "--arms kd kd_ls" in page and "KD+LS vs KD, both tuned" in page
+    assert "KD+LS and KD evaluated the same 2 candidate settings, trial by trial." in page
     assert fig.stat().st_size > 10_000
     # a rerun continues: nothing left to run
     assert study.main(args) == 0
