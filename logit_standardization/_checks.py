@@ -240,6 +240,8 @@ HYPERPARAMETERS = {
     "beta": check_nonnegative,
     "kd_weight": check_nonnegative,
     "ce_weight": check_nonnegative,
+    "weight_soft_loss": check_nonnegative,
+    "weight_hard_loss": check_nonnegative,
     "warmup_epochs": _int_at_least(1),
     "t_start": check_nonnegative,
     "t_end": check_positive,

@@ -63,6 +63,12 @@ __all__ = [
 #: switch it off to run the plain translation through the same public functions).
 _FUSED = True
 
+
+def _fused_here() -> bool:
+    """The fused Functions, unless switched off or called under a ``torch.func`` transform
+    (``grad``/``vmap``, as chunked losses such as Liger's use), where the plain ops apply."""
+    return _FUSED and not torch._C._are_functorch_transforms_active()
+
 _INT_KINDS = {
     torch.int8: "i", torch.int16: "i", torch.int32: "i", torch.int64: "i",
     torch.uint8: "u", torch.uint16: "u", torch.uint32: "u", torch.uint64: "u",
@@ -224,7 +230,7 @@ def _zscore_plain(x: torch.Tensor, ddof: int, eps: float, temperature: float = 1
 
 def _zscore_rows(x: torch.Tensor, ddof: int, eps: float) -> torch.Tensor:
     """Z-score along the last axis of a checked tensor in the compute dtype (fused or plain)."""
-    return _fused.ZScore.apply(x, ddof, eps) if _FUSED else _zscore_plain(x, ddof, eps)
+    return _fused.ZScore.apply(x, ddof, eps) if _fused_here() else _zscore_plain(x, ddof, eps)
 
 
 def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -360,7 +366,7 @@ def zscore(
         moved = ax != x.ndim - 1
         if moved:
             x = x.movedim(ax, -1)
-        if _FUSED:
+        if _fused_here():
             z = _fused.ZScore.apply(x, ddof, eps)
             if tau != 1.0:
                 z = z / tau
@@ -472,7 +478,7 @@ def kd_loss(
             s, t = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1])
             if tensor_tau and tau.numel() > 1:
                 tau = tau.reshape((-1,) + (1,) * (len(lead) - 1)).expand(lead).reshape(-1)
-        if _FUSED:
+        if _fused_here():
             if tensor_tau:
                 tau = tau.to(device=s.device, dtype=dtype).reshape(1, -1, 1)
             rows = _fused.KDRows.apply(s, t, tau, standardize, ddof, eps)
@@ -583,7 +589,7 @@ def _mlkd_terms(
     with _full_precision(sw.device):
         sw, ss, tw, ts = (_upcast(x, dtype) for x in (sw, ss, tw, ts))
         mask, cmask = confidence_masks(tw)
-        terms = (_fused.mlkd_terms if _FUSED else _mlkd_plain)(
+        terms = (_fused.mlkd_terms if _fused_here() else _mlkd_plain)(
             sw, ss, tw, ts, mask, cmask, temperatures=h["temperatures"], standardize=standardize,
             variant=h["variant"], ddof=ddof, eps=eps)
         w = h["kd_weight"]
