@@ -487,6 +487,19 @@ def run_task(task: Task, *, log: Callable[[str], None] | None = None) -> dict[st
     return {**summary, "reused": False}
 
 
+def teacher_task(output: Path, epochs: int, *, threads: int, train_subset: int | None = None,
+                 data_root: str | None = None, test_subset: int | None = None) -> Task:
+    """The shared teacher's run: ``fashion_mnist/teacher``, seed 0, in ``output/teacher``."""
+    ov = [f"schedule.epochs={epochs}", "train.seed=0"]
+    if train_subset:
+        ov.append(f"data.train_subset={train_subset}")
+    if data_root:
+        ov.append(f"data.root={json.dumps(str(Path(data_root).resolve()))}")
+    if test_subset:
+        ov.append(f"data.test_subset={test_subset}")
+    return Task("teacher", 0, ov, output / "teacher", threads=threads)
+
+
 def _worker_init() -> None:
     import torch
 
@@ -558,14 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Fashion-MNIST study -> {args.output}; load average at start {loads['start'][0]:.1f}", flush=True)
 
     # 1. the teacher, once
-    teacher_ov = [f"schedule.epochs={args.teacher_epochs}", "train.seed=0"]
-    if args.teacher_subset:
-        teacher_ov.append(f"data.train_subset={args.teacher_subset}")
-    if args.data_root:
-        teacher_ov.append(f"data.root={json.dumps(str(Path(args.data_root).resolve()))}")
-    if args.test_subset:
-        teacher_ov.append(f"data.test_subset={args.test_subset}")
-    teacher = Task("teacher", 0, teacher_ov, args.output / "teacher", threads=args.teacher_threads)
+    teacher = teacher_task(args.output, args.teacher_epochs, threads=args.teacher_threads,
+                           train_subset=args.teacher_subset, data_root=args.data_root, test_subset=args.test_subset)
+    teacher_ov = teacher.overrides
     print(f"[1/2] teacher: {teacher.recipe}, {args.teacher_epochs} epochs, {args.teacher_threads} thread(s)",
           flush=True)
     t_summary = run_task(teacher)

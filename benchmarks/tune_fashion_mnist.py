@@ -406,12 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, cpu0 = time.perf_counter(), fm.cpu_seconds()
     print(f"tuned comparison -> {args.output}; load average at start {loads['start'][0]:.1f}", flush=True)
 
-    teacher_ov = [f"schedule.epochs={args.teacher_epochs}", "train.seed=0"]
-    if args.data_root:
-        teacher_ov.append(f"data.root={json.dumps(str(Path(args.data_root).resolve()))}")
-    if args.test_subset:
-        teacher_ov.append(f"data.test_subset={args.test_subset}")
-    teacher = fm.Task("teacher", 0, teacher_ov, args.output / "teacher", threads=args.jobs)
+    teacher = fm.teacher_task(args.output, args.teacher_epochs, threads=args.jobs, data_root=args.data_root,
+                              test_subset=args.test_subset)
     print(f"[1/2] teacher: {teacher.recipe}, {args.teacher_epochs} epochs", flush=True)
     t_summary = fm.run_task(teacher)
     t_teacher = time.perf_counter() - started

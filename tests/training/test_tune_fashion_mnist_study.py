@@ -7,12 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("optuna")
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _train_helpers as H  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -64,24 +65,8 @@ def test_findings_state_the_numbers_either_way(study):
     assert study.findings(arms)[0] == "KD+LS and KD evaluated the same 2 candidate settings, trial by trial."
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    import gzip
-    import struct
-
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_tiny_tuned_comparison_end_to_end(study, tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "fm"
-    data.mkdir()
-    for prefix, n in (("train", 160), ("t10k", 60)):
-        labels = np.tile(np.arange(10), n // 10)
-        images = rng.integers(0, 120, (n, 28, 28)) + labels[:, None, None] * 12  # brightness tells the class
-        _write_idx(data / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    data = H.write_fashion_mnist(tmp_path / "fm", n_train=160, n_test=60)
     out, doc, fig = tmp_path / "runs", tmp_path / "page.md", tmp_path / "figures" / "trials.png"
     args = ["--data-root", str(data), "--output", str(out), "--doc", str(doc), "--figure", str(fig),
             "--arms", "kd", "kd_ls", "--trials", "2", "--seeds", "0", "1", "--epochs", "1", "--teacher-epochs", "1",
