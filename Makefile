@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs docs-check bench gpu-check study-fmnist study-tune clean
+.PHONY: demo test docs docs-check bench gpu-check study-fmnist study-tune study-lm clean
 
 $(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ gpu-check: $(STAMP)
 # KD, DKD, MLKD, CTKD with and without LS on Fashion-MNIST, 3 seeds (Debian package dataset-fashion-mnist)
 study-fmnist: $(STAMP)
 	$(PY) benchmarks/fashion_mnist.py
+
+# a GPT-2 student alone, with KD and with KD+LS on the King James Bible, 3 seeds (Debian packages bible-kjv, bible-kjv-text)
+study-lm: $(STAMP)
+	$(PY) benchmarks/lm_study.py
 
 # KD vs KD+LS and DKD vs DKD+LS on Fashion-MNIST, each re-tuned with lskd-tune (same trials), 3 final seeds
 study-tune: $(STAMP)
