@@ -22,6 +22,14 @@ Run ``python benchmarks/lm_study.py`` (``make study-lm``). It
 5. evaluates every model on the validation split: perplexity ``exp(mean token cross-entropy)``
    and next-token top-1 accuracy.
 
+Budget (defaults, chosen to fit about 40 minutes on 2 CPU cores): windows of 128 tokens, 16 per
+step (2048 tokens); the teacher (4 layers, width 256, 5.3M parameters) trains 300 steps (0.7 epoch),
+every student run (2 layers, width 128, 1.45M parameters) 100 steps. Measured on 2 cores shared with
+another job (load average about 4): teacher training about 1000 tokens/s, teacher hidden states about
+7000 tokens/s, student alone about 1600, KD about 1300, KD+LS about 1150 tokens/s with
+``--chunk-size 1024`` (the automatic chunk size of the fused loss, 32 tokens here, was three to six
+times slower on the CPU), about 10 s per evaluation: about 36 minutes in all, less on idle cores.
+
 Finished runs are stored in ``OUTPUT`` (``--output``, default ``runs/lm_study``) and reused when
 the script is started again with the same settings (``--fresh`` starts over). At the end the table
 is printed and written to ``OUTPUT/results.json`` and, unless ``--no-doc``, to the page
@@ -43,7 +51,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a source checkout
@@ -508,6 +516,9 @@ def render_page(*, results: Results, command: str, settings: dict[str, Any], mac
                        f"({len_text(c, 'val')}), the others the training set ({len_text(c, 'train')}).")
     per_run = timing.get("run_seconds", {})
     method_time = {k: sum(v for name, v in per_run.items() if name.split("/")[0] == k) for k in METHODS}
+    rates = timing.get("run_tokens_per_s", {})
+    method_rate = {k: statistics.fmean([v for name, v in rates.items() if name.split("/")[0] == k] or [0.0])
+                   for k in METHODS}
     lines = [
         "# Language-model distillation study: KD and KD+LS on the King James Bible",
         "",
@@ -571,7 +582,8 @@ def render_page(*, results: Results, command: str, settings: dict[str, Any], mac
         f"- Both: AdamW betas (0.9, 0.95), weight decay {s['weight_decay']:g}, linear warm-up over the first "
         f"{s['warmup'] * 100:g} % of the steps, then cosine decay to 10 % of the peak learning rate, gradient norm "
         f"clipped at {s['clip']:g}, float32.",
-        "- Loss of every student run: `logit_standardization.torch.fused_linear_kd_loss(h, student.lm_head.weight, "
+        f"- Loss of the {'KD and KD+LS runs' if s['alone_loss'] == 'ce' else 'student runs'}: "
+        "`logit_standardization.torch.fused_linear_kd_loss(h, student.lm_head.weight, "
         "teacher_hidden=h_t, teacher_weight=teacher.lm_head.weight, labels=y, temperature=T, standardize=..., "
         "ce_weight=..., kd_weight=..., ignore_index=-100)` on the student's final hidden states `h` "
         "(`student.transformer(x).last_hidden_state`), so the student's logits are never materialised beyond one "
@@ -598,8 +610,9 @@ def render_page(*, results: Results, command: str, settings: dict[str, Any], mac
         f"teacher training {timing['teacher_s'] / 60:.1f} min ({timing.get('teacher_tokens_per_s', 0):,.0f} "
         f"tokens/s), teacher hidden states {timing['teacher_hidden_s']:.0f} s, student runs "
         f"{timing['students_s'] / 60:.1f} min (per method, summed over seeds, including evaluation: "
-        + ", ".join(f"{LABELS[k]} {method_time[k] / 60:.1f} min" for k in METHODS) + "); runs reused from an "
-        f"earlier invocation: {timing['reused']}.",
+        + ", ".join(f"{LABELS[k]} {method_time[k] / 60:.1f} min" for k in METHODS) + "; training speed, mean over "
+        "seeds: " + ", ".join(f"{LABELS[k]} {method_rate[k]:,.0f} tokens/s" for k in METHODS if method_rate[k])
+        + f"); runs reused from an earlier invocation: {timing['reused']}.",
         f"- Load average (1 / 5 / 15 min) {load_text}. A load above {machine['cores']} means the cores were shared "
         "with other work, which inflates the wall time.",
         "",
@@ -637,8 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary (default 8192)")
     p.add_argument("--context", type=int, default=128, help="tokens per window (default 128)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16)")
-    p.add_argument("--teacher-steps", type=int, default=1200, help="teacher training steps (default 1200)")
-    p.add_argument("--student-steps", type=int, default=600, help="steps of every student run (default 600)")
+    p.add_argument("--teacher-steps", type=int, default=300, help="teacher training steps (default 300)")
+    p.add_argument("--student-steps", type=int, default=100, help="steps of every student run (default 100)")
     p.add_argument("--teacher-layers", type=int, default=4)
     p.add_argument("--teacher-width", type=int, default=256)
     p.add_argument("--teacher-heads", type=int, default=4)
