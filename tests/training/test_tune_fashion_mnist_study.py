@@ -100,5 +100,6 @@ def test_tiny_tuned_comparison_end_to_end(study, tmp_path, capsys):
     # a rerun continues: nothing left to run
     assert study.main(args) == 0
     printed = capsys.readouterr().out
-    assert "[kd] reusing 2 trials and the final runs" in printed
+    assert "[kd] reusing 2 trials and the final runs" in printed and "all trials and final runs reused" in printed
+    assert json.loads((out / "results.json").read_text())["timing"] == res["timing"]
     assert json.loads((out / "results.json").read_text())["arms"]["kd"]["final"] == res["arms"]["kd"]["final"]
