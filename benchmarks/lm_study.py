@@ -15,10 +15,11 @@ Run ``python benchmarks/lm_study.py`` (``make study-lm``). It
    training window once (no gradient, stored in float16);
 4. for every seed trains the smaller GPT-2 student three times with identical initialisation,
    batch order, optimizer, schedule and step count: alone, with KD and with KD+LS (KD on
-   Z-scored logits). All three use ``logit_standardization.torch.fused_linear_kd_loss`` on the
-   student's final hidden states and head weight (its logits are never materialised), with the
-   stored teacher hidden states and the teacher's head weight; the student alone is the same
-   call with ``kd_weight=0`` (its gradient is exactly that of the cross-entropy);
+   Z-scored logits). KD and KD+LS use ``logit_standardization.torch.fused_linear_kd_loss`` on the
+   student's final hidden states and head weight (its logits exist one chunk of tokens at a
+   time), with the stored teacher hidden states and the teacher's head weight; the student alone
+   trains on the cross-entropy of its own logits (``--alone-loss ce``, the default; ``fused`` is
+   the same fused call with ``kd_weight=0``, equal up to rounding);
 5. evaluates every model on the validation split: perplexity ``exp(mean token cross-entropy)``
    and next-token top-1 accuracy.
 
