@@ -266,24 +266,21 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------- training
-def train_teacher(X, Y, args, vocab: int) -> tuple[Any, dict[str, Any]]:
-    """The teacher, trained from seed 0 on next-token cross-entropy (materialised logits, batch order seed 0)."""
+def fit(model, loss_of, *, steps: int, lr: float, seed: int, label: str, n_windows: int, args) -> dict[str, Any]:
+    """Train ``model`` for ``steps`` steps on ``loss_of(model, window indices)``: AdamW, warm-up then
+    cosine decay of ``lr``, gradient clipping, batch order from ``seed``; returns the training record."""
     import torch
-    import torch.nn.functional as nnf
 
-    model = gpt2(vocab, args.context, args.teacher_layers, args.teacher_width, args.teacher_heads, seed=0)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.teacher_lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
-    order = batch_order(X.shape[0], args.teacher_steps, args.batch_size, seed=0)
-    warmup = max(1, round(args.warmup * args.teacher_steps))
-    prog = Progress("teacher", args.teacher_steps, args.batch_size * args.context, args.log_every)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+    order = batch_order(n_windows, steps, args.batch_size, seed=seed)
+    warmup = max(1, round(args.warmup * steps))
+    prog = Progress(label, steps, args.batch_size * args.context, args.log_every)
     losses: list[float] = []
-    for step in range(args.teacher_steps):
+    for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.teacher_steps, args.teacher_lr, warmup)
-        idx = order[step]
-        logits = model(input_ids=X[idx]).logits
-        loss = nnf.cross_entropy(logits.reshape(-1, logits.shape[-1]), Y[idx].reshape(-1))
+            group["lr"] = lr_at(step, steps, lr, warmup)
+        loss = loss_of(model, order[step])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -291,7 +288,20 @@ def train_teacher(X, Y, args, vocab: int) -> tuple[Any, dict[str, Any]]:
         losses.append(loss.item())
         prog(step, statistics.fmean(losses[-20:]))
     tail = losses[-max(1, len(losses) // 10):]
-    return model, {"train_loss_end": statistics.fmean(tail), "tokens_per_s": prog.rate()}
+    return {"train_loss_end": statistics.fmean(tail), "tokens_per_s": prog.rate()}
+
+
+def train_teacher(X, Y, args, vocab: int) -> tuple[Any, dict[str, Any]]:
+    """The teacher, trained from seed 0 on next-token cross-entropy (materialised logits, batch order seed 0)."""
+    import torch.nn.functional as nnf
+
+    def loss_of(model, idx):
+        logits = model(input_ids=X[idx]).logits
+        return nnf.cross_entropy(logits.reshape(-1, logits.shape[-1]), Y[idx].reshape(-1))
+
+    model = gpt2(vocab, args.context, args.teacher_layers, args.teacher_width, args.teacher_heads, seed=0)
+    return model, fit(model, loss_of, steps=args.teacher_steps, lr=args.teacher_lr, seed=0, label="teacher",
+                      n_windows=X.shape[0], args=args)
 
 
 def teacher_hidden_states(model, X, batch: int, log_every: float):
@@ -319,41 +329,26 @@ def train_student(key: str, seed: int, X, Y, teacher_hidden, row_of, teacher_wei
     alone uses the cross-entropy of its materialised logits (``--alone-loss ce``, the default) or the
     same fused call with ``kd_weight=0`` (``--alone-loss fused``): equal up to rounding.
     """
-    import torch
     import torch.nn.functional as nnf
 
     from logit_standardization.torch import fused_linear_kd_loss
 
-    model = gpt2(vocab, args.context, args.student_layers, args.student_width, args.student_heads, seed=seed)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.student_lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
-    order = batch_order(X.shape[0], args.student_steps, args.batch_size, seed=seed)
-    warmup = max(1, round(args.warmup * args.student_steps))
-    prog = Progress(f"{LABELS[key]}, seed {seed}", args.student_steps, args.batch_size * args.context, args.log_every)
     kd_weight = 0.0 if key == "student" else args.kd_weight
     tw = teacher_weight.detach()
-    losses: list[float] = []
-    for step in range(args.student_steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.student_steps, args.student_lr, warmup)
-        idx = order[step]
+
+    def loss_of(model, idx):
         hidden = model.transformer(input_ids=X[idx]).last_hidden_state
         if key == "student" and args.alone_loss == "ce":
             logits = model.lm_head(hidden)
-            loss = args.ce_weight * nnf.cross_entropy(logits.reshape(-1, vocab), Y[idx].reshape(-1))
-        else:
-            loss = fused_linear_kd_loss(hidden, model.lm_head.weight, teacher_hidden=teacher_hidden[row_of[idx]],
-                                        teacher_weight=tw, labels=Y[idx], temperature=args.temperature,
-                                        standardize=key == "kd_ls", ce_weight=args.ce_weight, kd_weight=kd_weight,
-                                        ignore_index=-100, chunk_size=args.chunk_size)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        opt.step()
-        losses.append(loss.item())
-        prog(step, statistics.fmean(losses[-20:]))
-    tail = losses[-max(1, len(losses) // 10):]
-    return model, {"train_loss_end": statistics.fmean(tail), "tokens_per_s": prog.rate()}
+            return args.ce_weight * nnf.cross_entropy(logits.reshape(-1, vocab), Y[idx].reshape(-1))
+        return fused_linear_kd_loss(hidden, model.lm_head.weight, teacher_hidden=teacher_hidden[row_of[idx]],
+                                    teacher_weight=tw, labels=Y[idx], temperature=args.temperature,
+                                    standardize=key == "kd_ls", ce_weight=args.ce_weight, kd_weight=kd_weight,
+                                    ignore_index=-100, chunk_size=args.chunk_size)
+
+    model = gpt2(vocab, args.context, args.student_layers, args.student_width, args.student_heads, seed=seed)
+    return model, fit(model, loss_of, steps=args.student_steps, lr=args.student_lr, seed=seed,
+                      label=f"{LABELS[key]}, seed {seed}", n_windows=X.shape[0], args=args)
 
 
 def evaluate(model, X, Y, batch: int) -> dict[str, float]:
