@@ -461,6 +461,7 @@ def findings(results: Results) -> list[str]:
         KD vs student alone: perplexity -5.00 (lower (better) in 2 of 2 seeds; consistent), top-1 +1.00 points (higher in 2 of 2 seeds; consistent).
         KD+LS vs student alone: perplexity -4.00 (lower (better) in 2 of 2 seeds; consistent), top-1 +1.50 points (higher in 2 of 2 seeds; consistent).
         Lowest mean perplexity among the students: KD (56.00); the teacher's is 40.00. Highest mean top-1: KD+LS (21.00 %); the teacher's is 25.00 %.
+        Per seed (perplexity / top-1): student alone 60.00 / 20.00, 62.00 / 19.00; KD 55.00 / 21.00, 57.00 / 20.00; KD+LS 56.00 / 21.50, 58.00 / 20.50.
     """
     out = []
     for a, b in (("kd_ls", "kd"), ("kd", "student"), ("kd_ls", "student")):
@@ -485,6 +486,9 @@ def findings(results: Results) -> list[str]:
         if results.get("teacher"):
             text += f"; the teacher's is {avg('teacher', 'top1'):.2f} %"
         out.append(text + ".")
+        out.append("Per seed (perplexity / top-1): " + "; ".join(
+            f"{LABELS[k]} " + ", ".join(f"{v['perplexity']:.2f} / {v['top1']:.2f}" for _, v in sorted(results[k].items()))
+            for k in keys) + ".")
     return out
 
 

@@ -237,7 +237,8 @@ def run_arm(key: str, args: argparse.Namespace, teacher: Path, print_lock: threa
     cmd = [sys.executable, "-m", "logit_standardization.training.tune", f"fashion_mnist/{key}",
            "--teacher", str(teacher), "--trials", str(remaining), "--epochs", str(args.epochs),
            "--val-fraction", str(args.val_fraction), "--study", key, "--sampler-seed", str(args.sampler_seed),
-           "--output", str(out), "--device", "cpu", "--seeds", *map(str, args.seeds), "--set", *sets]
+           "--output", str(out), "--device", "cpu", "--seeds", *map(str, args.seeds), "--set", *sets,
+           *(["--space", *args.space] if args.space else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with print_lock:
@@ -324,7 +325,9 @@ def render_page(*, arms: dict[str, dict[str, Any]], command: str, settings: dict
         "pruner after 3 trials. Each trial is scored on the top-1 at its last epoch on a "
         f"stratified {settings['val_fraction']:.0%} of the training subset held out with seed 0; it trains on "
         "the rest. No trial sees the test set.",
-        "- Search space (the default of `lskd-tune` for the method, identical for the arm with and without LS): "
+        "- Search space (`lskd-tune`'s default for the method"
+        + (f" changed by `--space {' '.join(settings['space_changes'])}`" if settings.get("space_changes") else "")
+        + ", identical for the arm with and without LS): "
         + "; ".join(f"{ARMS[k]}: " + ", ".join(f"`{p}` {s}" for p, s in spaces[k].items()) for k in spaces) + ".",
         f"- Final runs: the best trial's `best.yaml`, retrained on the whole {settings['train_subset']}-image "
         f"subset with seeds {', '.join(map(str, settings['seeds']))}, evaluated once at the last epoch on the "
@@ -389,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-epochs", type=int, default=4, help="teacher epochs (default 4)")
     p.add_argument("--test-subset", type=int, default=None, help="test images (default all; for smoke tests)")
     p.add_argument("--jobs", type=int, default=2, help="lskd-tune processes at a time (default 2)")
+    p.add_argument("--space", action="extend", nargs="+", default=[], metavar="KEY=SPEC",
+                   help="change the search space of every arm, as lskd-tune --space")
     return p
 
 
@@ -423,13 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_arms = time.perf_counter() - t0
     loads["end"] = os.getloadavg()
 
-    from logit_standardization.training.tune import default_space
+    from logit_standardization.training.tune import parse_space
 
     settings = {"teacher_epochs": args.teacher_epochs, "teacher_top1": t_summary["best"]["top1"],
                 "epochs": args.epochs, "train_subset": args.train_subset, "trials": args.trials,
                 "sampler_seed": args.sampler_seed, "val_fraction": args.val_fraction, "seeds": list(args.seeds),
                 "jobs": args.jobs, "test_subset": args.test_subset,
-                "spaces": {k: {p: s.describe() for p, s in default_space(k.replace("_ls", "")).items()}
+                **({"space_changes": list(args.space)} if args.space else {}),
+                "spaces": {k: {p: s.describe() for p, s in parse_space(k.replace("_ls", ""), args.space).items()}
                            for k in args.arms}}
     timing = {"total_s": time.perf_counter() - started, "teacher_s": t_teacher, "arms_s": t_arms,
               "teacher_reused": bool(t_summary.get("reused")), "teacher_run_s": float(t_summary["seconds"]),
