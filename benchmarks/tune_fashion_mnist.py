@@ -343,7 +343,9 @@ def render_page(*, arms: dict[str, dict[str, Any]], command: str, settings: dict
         "- For comparison, at the paper's CIFAR-100 settings (untuned; [Fashion-MNIST study](fashion_mnist.md), "
         "same recipes, budget and test set) the last-epoch top-1 was KD 82.05, KD+LS 79.11, DKD 80.58, "
         "DKD+LS 68.98.",
-        f"- Caveats: {settings['trials']} trials per arm in a 4- or 5-dimensional space is a small search, and "
+        f"- Caveats: {settings['trials']} trials per arm in a "
+        + " or ".join(sorted({f"{len(v)}-dimensional" for v in spaces.values()}))
+        + " space is a small search, and "
         f"{len(settings['seeds'])} seeds resolve differences of about a point at best; a difference is called "
         "consistent only when it has the same sign for every seed.", "",
     ]
