@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -127,6 +126,45 @@ def fmt_mean_std(values: Sequence[float]) -> str:
     return f"{m:.2f} ± {s:.2f}" if len(values) > 1 else f"{m:.2f}"
 
 
+def fmt_difference(d: Sequence[float]) -> str:
+    """Paired differences as ``"+mean ± std"`` (the sign always shown), or the single value.
+
+    Example:
+        >>> fmt_difference([1.0, 0.7, 1.3]), fmt_difference([-0.5])
+        ('+1.00 ± 0.30', '-0.50')
+    """
+    m, s = mean_std(d)
+    return f"{m:+.2f} ± {s:.2f}" if len(d) > 1 else f"{m:+.2f}"
+
+
+def describe_signs(d: Sequence[float]) -> str:
+    """How many paired differences are above, below and at zero; *consistent* when all share a sign.
+
+    Example:
+        >>> describe_signs([0.4, 1.2, -0.1]), describe_signs([-0.4, -1.2, -0.1])
+        ('higher in 2 of 3 seeds, lower in 1; within noise', 'higher in 0 of 3 seeds, lower in 3; consistent')
+    """
+    hi, lo = sum(v > 0 for v in d), sum(v < 0 for v in d)
+    eq = len(d) - hi - lo
+    parts = [f"higher in {hi} of {len(d)} seeds"]
+    if lo:
+        parts.append(f"lower in {lo}")
+    if eq:
+        parts.append(f"equal in {eq}")
+    verdict = "consistent" if (hi == len(d) or lo == len(d)) and len(d) > 1 else "within noise"
+    return ", ".join(parts) + f"; {verdict}"
+
+
+def data_overrides(data_root: str | None, test_subset: int | None) -> list[str]:
+    """The ``--set`` overrides for another data directory and a smaller test set (none by default)."""
+    ov = []
+    if data_root:
+        ov.append(f"data.root={json.dumps(str(Path(data_root).resolve()))}")
+    if test_subset:
+        ov.append(f"data.test_subset={test_subset}")
+    return ov
+
+
 def paired(results: dict[str, dict[int, dict[str, float]]], a: str, b: str, which: str) -> list[float]:
     """Per-seed differences ``a - b`` of the ``which`` (``"best"``/``"last"``) top-1, over the common seeds."""
     seeds = sorted(set(results.get(a, {})) & set(results.get(b, {})))
@@ -166,8 +204,7 @@ def build_table(results: dict[str, dict[int, dict[str, float]]]) -> str:
             for i, which in enumerate(("best", "last")):
                 d = paired(results, key, base, which)
                 if d:
-                    m, s = mean_std(d)
-                    delta[i] = f"{m:+.2f} ± {s:.2f}" if len(d) > 1 else f"{m:+.2f}"
+                    delta[i] = fmt_difference(d)
         lines.append(f"| {LABELS.get(key, key)} | {len(seeds)} | {fmt_mean_std(best)} | {fmt_mean_std(last)} | "
                      f"{delta[0]} | {delta[1]} |")
     return "\n".join(lines)
@@ -198,17 +235,6 @@ def findings(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
                        "did not learn; see that run's metrics.jsonl.")
     pairs = [m for m in METHODS if base_of(m) and results.get(m) and results.get(base_of(m))]
 
-    def describe(d: list[float]) -> str:
-        hi, lo = sum(v > 0 for v in d), sum(v < 0 for v in d)
-        eq = len(d) - hi - lo
-        parts = [f"higher in {hi} of {len(d)} seeds"]
-        if lo:
-            parts.append(f"lower in {lo}")
-        if eq:
-            parts.append(f"equal in {eq}")
-        verdict = "consistent" if (hi == len(d) or lo == len(d)) and len(d) > 1 else "within noise"
-        return ", ".join(parts) + f"; {verdict}"
-
     ups = {kind: {"best": 0, "last": 0, "n": 0} for kind in ("paper", "matched")}
     for ls in pairs:
         base = base_of(ls)
@@ -219,7 +245,7 @@ def findings(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
             d = paired(results, ls, base, which)
             m = statistics.fmean(d)
             kind[which] += m > 0
-            text.append(f"{which}-epoch {'' if which == 'last' else 'top-1 '}{m:+.2f} ({describe(d)})")
+            text.append(f"{which}-epoch {'' if which == 'last' else 'top-1 '}{m:+.2f} ({describe_signs(d)})")
         out.append(f"{LABELS[ls]} vs {LABELS[base]}: " + ", ".join(text) + ".")
     for name, what in (("paper", "with the paper's LS settings"),
                        ("matched", "switched on with nothing else changed")):
@@ -493,10 +519,7 @@ def teacher_task(output: Path, epochs: int, *, threads: int, train_subset: int |
     ov = [f"schedule.epochs={epochs}", "train.seed=0"]
     if train_subset:
         ov.append(f"data.train_subset={train_subset}")
-    if data_root:
-        ov.append(f"data.root={json.dumps(str(Path(data_root).resolve()))}")
-    if test_subset:
-        ov.append(f"data.test_subset={test_subset}")
+    ov += data_overrides(data_root, test_subset)
     return Task("teacher", 0, ov, output / "teacher", threads=threads)
 
 
@@ -508,11 +531,8 @@ def _worker_init() -> None:
 
 def plan(args: argparse.Namespace, teacher_ckpt: Path) -> list[Task]:
     """The student tasks, longest first."""
-    common = [f"schedule.epochs={args.epochs}", f"data.train_subset={args.train_subset}", "data.num_workers=0"]
-    if args.data_root:
-        common.append(f"data.root={json.dumps(str(Path(args.data_root).resolve()))}")
-    if args.test_subset:
-        common.append(f"data.test_subset={args.test_subset}")
+    common = [f"schedule.epochs={args.epochs}", f"data.train_subset={args.train_subset}", "data.num_workers=0",
+              *data_overrides(args.data_root, args.test_subset)]
     tasks = []
     for seed in args.seeds:
         for key in ["student", *args.methods]:

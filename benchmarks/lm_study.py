@@ -43,7 +43,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -60,7 +59,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from fashion_mnist import _write_atomic, cpu_seconds, fmt_mean_std, machine_info, mean_std  # noqa: E402
+from fashion_mnist import _write_atomic, cpu_seconds, fmt_difference, fmt_mean_std, machine_info  # noqa: E402
 
 METHODS = ["student", "kd", "kd_ls"]
 """The student runs per seed, in table order."""
@@ -384,11 +383,6 @@ def _signs(d: Sequence[float]) -> str:
     return " ".join("+" if v > 0 else "−" if v < 0 else "0" for v in d)
 
 
-def _pm(d: Sequence[float]) -> str:
-    m, s = mean_std(d)
-    return f"{m:+.2f} ± {s:.2f}" if len(d) > 1 else f"{m:+.2f}"
-
-
 def build_table(results: Results, parameters: dict[str, int] | None = None) -> str:
     """The Markdown table of the study (the paired columns: KD+LS minus KD, same seed).
 
@@ -417,7 +411,7 @@ def build_table(results: Results, parameters: dict[str, int] | None = None) -> s
         if key == "kd_ls" and results.get("kd"):
             dp, dt = paired(results, "kd_ls", "kd", "perplexity"), paired(results, "kd_ls", "kd", "top1")
             if dp:
-                cols = [_pm(dp), _pm(dt), f"{_signs(dp)} / {_signs(dt)}"]
+                cols = [fmt_difference(dp), fmt_difference(dt), f"{_signs(dp)} / {_signs(dt)}"]
         n_par = parameters.get("teacher" if key == "teacher" else "student")
         par = f"{n_par:,}" if n_par else ""
         lines.append(f"| {LABELS[key]} | {len(seeds)} | {par} | {ppl} | {top1} | {cols[0]} | {cols[1]} | {cols[2]} |")

@@ -67,23 +67,6 @@ def paired_differences(finals: dict[str, dict[int, float]], a: str, b: str) -> l
     return [finals[a][s] - finals[b][s] for s in seeds]
 
 
-def sign_counts(diffs: Sequence[float]) -> str:
-    """How many differences are above, below and at zero, and whether the sign is consistent.
-
-    Example:
-        >>> sign_counts([0.4, 1.2, -0.1])
-        'higher in 2 of 3 seeds, lower in 1; within noise'
-        >>> sign_counts([-0.4, -1.2, -0.1])
-        'higher in 0 of 3 seeds, lower in 3; consistent'
-    """
-    up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-    text = f"higher in {up} of {len(diffs)} seeds, lower in {down}"
-    if len(diffs) - up - down:
-        text += f", equal in {len(diffs) - up - down}"
-    consistent = len(diffs) > 1 and (up == len(diffs) or down == len(diffs))
-    return text + ("; consistent" if consistent else "; within noise")
-
-
 def _fmt_value(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -121,8 +104,7 @@ def build_table(arms: dict[str, dict[str, Any]]) -> str:
         if key in bases:
             d = paired_differences({k: v.get("final") or {} for k, v in arms.items()}, key, bases[key])
             if d:
-                m, s = fm.mean_std(d)
-                delta = f"{m:+.2f} ± {s:.2f}" if len(d) > 1 else f"{m:+.2f}"
+                delta = fm.fmt_difference(d)
         lines.append(f"| {label} | {trials} | {best} | {test} | {delta} |")
     return "\n".join(lines)
 
@@ -167,7 +149,7 @@ def findings(arms: dict[str, dict[str, Any]]) -> list[str]:
             continue
         m = fm.mean_std(d)[0]
         out.append(f"{ARMS[ls]} vs {ARMS[base]}, both tuned: test top-1 {m:+.2f} points "
-                   f"({sign_counts(d)}; per seed: {', '.join(f'{x:+.2f}' for x in d)}).")
+                   f"({fm.describe_signs(d)}; per seed: {', '.join(f'{x:+.2f}' for x in d)}).")
     for ls, base in PAIRS:
         b_ls, b_base = (arms.get(ls) or {}).get("best"), (arms.get(base) or {}).get("best")
         if b_ls and b_base:
@@ -181,29 +163,30 @@ def findings(arms: dict[str, dict[str, Any]]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ runs
-def _study_counts(db: Path, study: str) -> dict[str, int]:
-    """Trials per state of a study in an SQLite file (empty when there is none yet)."""
+def _load_study(db: Path, name: str) -> Any:
+    """The Optuna study ``name`` in an SQLite file, or None when there is none yet."""
     if not db.is_file():
-        return {}
+        return None
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        s = optuna.load_study(study_name=study, storage=f"sqlite:///{db}")
+        return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     except KeyError:
-        return {}
+        return None
+
+
+def _counts(study: Any) -> dict[str, int]:
+    """Trials per state (empty without a study)."""
     counts: dict[str, int] = {}
-    for t in s.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False) if study is not None else []:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     return counts
 
 
 def _load_arm(out: Path, key: str) -> dict[str, Any]:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=key, storage=f"sqlite:///{out / 'study.db'}")
-    counts = _study_counts(out / "study.db", key)
+    study = _load_study(out / "study.db", key)
+    counts = _counts(study)
     try:
         b = study.best_trial
         best = {"number": b.number, "value": b.value, "params": b.params}
@@ -220,7 +203,7 @@ def _load_arm(out: Path, key: str) -> dict[str, Any]:
 def run_arm(key: str, args: argparse.Namespace, teacher: Path, print_lock: threading.Lock) -> dict[str, Any]:
     """Tune one arm and run its final seeds with ``lskd-tune`` (continuing what an earlier run left)."""
     out = args.output / key
-    done = _study_counts(out / "study.db", key)
+    done = _counts(_load_study(out / "study.db", key))
     finished = sum(done.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
     remaining = max(0, args.trials - finished)
     final = out / "final.json"
@@ -229,11 +212,8 @@ def run_arm(key: str, args: argparse.Namespace, teacher: Path, print_lock: threa
         with print_lock:
             print(f"[{key}] reusing {finished} trials and the final runs in {out}", flush=True)
         return {**_load_arm(out, key), "reused": True}
-    sets = ["data.num_workers=0", f"data.train_subset={args.train_subset}"]
-    if args.data_root:
-        sets.append(f"data.root={json.dumps(str(Path(args.data_root).resolve()))}")
-    if args.test_subset:
-        sets.append(f"data.test_subset={args.test_subset}")
+    sets = ["data.num_workers=0", f"data.train_subset={args.train_subset}",
+            *fm.data_overrides(args.data_root, args.test_subset)]
     cmd = [sys.executable, "-m", "logit_standardization.training.tune", f"fashion_mnist/{key}",
            "--teacher", str(teacher), "--trials", str(remaining), "--epochs", str(args.epochs),
            "--val-fraction", str(args.val_fraction), "--study", key, "--sampler-seed", str(args.sampler_seed),

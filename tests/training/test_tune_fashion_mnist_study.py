@@ -51,7 +51,7 @@ def test_table_pairs_each_ls_arm_with_its_base(study):
 
 def test_findings_state_the_numbers_either_way(study):
     lines = study.findings(fake_arms())
-    assert lines[0] == ("KD+LS vs KD, both tuned: test top-1 +0.43 points (higher in 3 of 3 seeds, lower in 0; "
+    assert lines[0] == ("KD+LS vs KD, both tuned: test top-1 +0.43 points (higher in 3 of 3 seeds; "
                         "consistent; per seed: +0.60, +0.20, +0.50).")
     assert lines[1].startswith("DKD+LS vs DKD, both tuned: test top-1 -0.17 points (higher in 1 of 3 seeds, "
                                "lower in 1, equal in 1; within noise")
